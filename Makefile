@@ -1,0 +1,35 @@
+# The two commands a newcomer runs:  make demo  and  make test.
+# Each creates .venv and installs the project on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO_DATA := outputs/data/synthetic-96px
+
+.PHONY: setup demo test test-all bench gpu-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project with its test tools
+
+demo: $(STAMP)  ## generate the built-in data set and train on it, on the CPU, in a few minutes
+	$(PY) -m catdog.data.synthetic --out $(DEMO_DATA) --n-per-class 1000 --size 96 --seed 0
+	$(PY) src/train.py experiment=demo
+
+test: $(STAMP)  ## the test suite (under 10 minutes on 2 CPU cores)
+	$(PY) -m pytest -m "not slow and not gpu"
+
+test-all: $(STAMP)  ## every test, the slow ones included
+	$(PY) -m pytest
+
+bench: $(STAMP)  ## throughput benchmark: original pipeline vs ours vs the bare compute ceiling
+	$(PY) bench/throughput.py
+
+gpu-check: $(STAMP)  ## the H100 targets of bench/RESULTS.md (needs a CUDA GPU; under 5 minutes)
+	$(PY) bench/gpu_check.py
+
+clean:
+	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/cache

@@ -1,0 +1,156 @@
+"""Per-sample augmentation of a whole batch, on whatever device the batch is on.
+
+The original pipeline augmented each image on its own, on the CPU, in PIL:
+RandomHorizontalFlip, RandomRotation(10), ColorJitter(0.2, 0.2, 0.2). torchvision's v2
+transforms applied to a batch draw one set of parameters for the whole batch, which is
+not the same thing, so this module draws every parameter per sample and applies them in
+one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then the colour
+adjustments in a per-sample random order, as ColorJitter does, then normalisation.
+The formulas are torchvision's (tests check equality for fixed parameters).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_ORDERS = list(itertools.permutations(range(3)))  # brightness, contrast, saturation
+
+
+@dataclass
+class Params:
+    """One batch's random draws; each field has one entry per sample."""
+
+    flip: torch.Tensor  # bool
+    angle: torch.Tensor  # degrees, counter-clockwise
+    scale: torch.Tensor  # < 1 zooms in
+    shift: torch.Tensor  # (N, 2), fraction of the half-width, x then y
+    factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
+    order: torch.Tensor  # index into _ORDERS
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1.0 - f) * other).clamp_(0.0, 1.0)
+
+
+def _brightness(x, f):
+    return (x * f.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def _contrast(x, f):
+    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f)
+
+
+def _saturation(x, f):
+    return _blend(x, _gray(x), f)
+
+
+_COLOUR_OPS = (_brightness, _contrast, _saturation)
+
+
+class DeviceAugment:
+    """Random flip, rotation, zoom/shift and colour jitter, drawn per sample, then normalisation."""
+
+    def __init__(
+        self,
+        hflip: float = 0.5,
+        degrees: float = 10.0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        shift: bool = True,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        interpolation: str = "bilinear",
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
+        self.jitter = (brightness, contrast, saturation)
+        self.interpolation = interpolation
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def sample(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> Params:
+        def uniform(*shape, low=0.0, high=1.0):
+            return low + (high - low) * torch.rand(*shape, device=device, generator=generator)
+
+        scale = uniform(n, low=self.scale[0], high=self.scale[1])
+        # The zoomed-in window may move anywhere it still fits inside the image.
+        room = (1.0 - scale).clamp(min=0.0).unsqueeze(1) if self.shift else torch.zeros(n, 1, device=device)
+        factors = torch.stack([uniform(n, low=max(0.0, 1 - j), high=1 + j) for j in self.jitter], dim=1)
+        return Params(
+            flip=uniform(n) < self.hflip,
+            angle=uniform(n, low=-self.degrees, high=self.degrees),
+            scale=scale,
+            shift=room * uniform(n, 2, low=-1.0, high=1.0),
+            factors=factors,
+            order=torch.randint(len(_ORDERS), (n,), device=device, generator=generator),
+        )
+
+    # -- applying --------------------------------------------------------------------------
+
+    def geometry(self, x: torch.Tensor, p: Params) -> torch.Tensor:
+        """Flip, then rotate, then zoom/shift, as one resampling (theta maps output to input)."""
+        if not (self.degrees or self.scale != (1.0, 1.0)):
+            return torch.where(p.flip.view(-1, 1, 1, 1), x.flip(-1), x) if self.hflip else x
+        a = torch.deg2rad(p.angle)
+        cos, sin = torch.cos(a) * p.scale, torch.sin(a) * p.scale
+        sign = torch.where(p.flip, -1.0, 1.0)  # flipping first negates the x of the sampled point
+        # Shifts are fractions of the free room; scaled so the outermost samples land on the
+        # outermost pixel centres, never in the zero padding.
+        h, w = x.shape[-2:]
+        tx, ty = p.shift[:, 0] * (1 - 1 / w), p.shift[:, 1] * (1 - 1 / h)
+        theta = torch.stack(
+            [torch.stack([sign * cos, -sign * sin, sign * tx], 1),
+             torch.stack([sin, cos, ty], 1)], 1
+        ).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False)
+
+    def colour(self, x: torch.Tensor, p: Params) -> torch.Tensor:
+        """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
+        if not any(self.jitter):
+            return x
+        out = x.clone()
+        for k, order in enumerate(_ORDERS):
+            idx = (p.order == k).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            part, f = x.index_select(0, idx), p.factors.index_select(0, idx)
+            for op in order:
+                part = _COLOUR_OPS[op](part, f[:, op])
+            out.index_copy_(0, idx, part)
+        return out
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> normalised float32, augmented when ``train``."""
+        x = images.float().div_(255.0)
+        if train:
+            p = self.sample(x.shape[0], x.device, generator)
+            x = self.colour(self.geometry(x, p), p)
+        return self.normalize(x)
+
+
+def to_uint8_images(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Undo normalisation, for display: normalised float (N, 3, H, W) -> uint8."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return ((x.float() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+

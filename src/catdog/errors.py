@@ -1,0 +1,65 @@
+"""One exception type for mistakes a user can fix, and how entry points report failures."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("catdog")
+
+
+class UserError(Exception):
+    """A wrong path, a bad override, a checkpoint from another config: say what to do, no traceback."""
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _write_result(output_dir: str | None, result: dict) -> None:
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "result.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
+    """Wrap a Hydra task that returns ``{"metrics": {...}, "objective": float}``.
+
+    Every run leaves ``result.json`` in its folder (status, metrics, error, run time), which the
+    sweep summary reads. A UserError ends a single run with one line and exit code 2; in a
+    sweep, a failed job is logged and returns NaN, so the other jobs still run.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        from hydra.core.hydra_config import HydraConfig
+
+        output_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+        start = time.time()
+        try:
+            result = fn(cfg)
+        except Exception as err:
+            user = isinstance(err, UserError)
+            message = str(err) if user else f"{type(err).__name__}: {err}"
+            _write_result(output_dir, {"status": "failed", "error": message, "run_time_s": time.time() - start})
+            if _multirun():
+                log.error("job failed: %s%s", message, "" if user else "\n" + traceback.format_exc())
+                return math.nan
+            if user:
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            raise
+        _write_result(output_dir, {"status": "ok", "run_time_s": time.time() - start, **result})
+        return result.get("objective", math.nan)
+
+    return wrapper

@@ -1,0 +1,197 @@
+"""Class activation maps (Grad-CAM and two relatives) for any conv layer of a model.
+
+A map is built from the layer's output activations A (N, C, h, w) and the gradient G of
+the target class's PRE-SOFTMAX score (its logit) with respect to A (Selvaraju et al. 2017):
+
+    cam = ReLU(sum_c W * A)      W = weights(A, G), broadcastable to A
+
+then upsampled bilinearly (align_corners=False) to the input size and min-max normalised
+per image. The methods differ only in W, as in pytorch-grad-cam:
+
+* ``gradcam``   W[n, c] = spatial mean of G                        (Selvaraju et al. 2017)
+* ``gradcam++`` W[n, c] = sum over space of ReLU(G) * alpha        (Chattopadhay et al. 2018)
+* ``layercam``  W[n, c, y, x] = ReLU(G)  (a weight per element)    (Jiang et al. 2021)
+
+The functions are safe to call from anywhere in a Lightning loop: they switch gradients on
+locally (also out of ``torch.inference_mode``), use ``torch.autograd.grad`` so no
+parameter's ``.grad`` is touched, run the model in eval mode and restore every module's mode,
+and always remove their forward hook. All CAM arithmetic is float32, whatever the model's
+precision (autocast or half weights).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from catdog.errors import UserError
+
+Targets = Union[int, Sequence[int], Tensor, None]
+# (activations, gradients), both float32 (N, C, h, w) -> weights broadcastable to them.
+WeightFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _gradcam_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """Grad-CAM: the gradient averaged over space, one weight per channel."""
+    return grads.mean(dim=(2, 3), keepdim=True)
+
+
+def _gradcam_plus_plus_weights(acts: Tensor, grads: Tensor, eps: float = 1e-6) -> Tensor:
+    """Grad-CAM++ (eq. 19 of the paper, with the exp-score trick that makes the
+    higher-order derivatives powers of the first one), as pytorch-grad-cam computes it."""
+    g2 = grads.pow(2)
+    g3 = g2 * grads
+    sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_acts * g3 + eps)
+    # The paper's convention: no alpha where the gradient is exactly zero.
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return (F.relu(grads) * alpha).sum(dim=(2, 3), keepdim=True)
+
+
+def _layercam_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """LayerCAM: each activation weighted by its own positive gradient (spatial weights)."""
+    return F.relu(grads)
+
+
+METHODS: dict[str, WeightFn] = {
+    "gradcam": _gradcam_weights,
+    "gradcam++": _gradcam_plus_plus_weights,
+    "layercam": _layercam_weights,
+}
+
+
+def _conv_layer_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+
+
+def _find_layer(model: nn.Module, layer: str) -> nn.Module:
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        raise UserError(
+            f"gradcam layer {layer!r} is not a submodule of {type(model).__name__}; "
+            f"conv layers: {', '.join(_conv_layer_names(model)) or '(none)'}"
+        ) from None
+
+
+def _weight_fn(method: str) -> WeightFn:
+    if method not in METHODS:
+        raise UserError(f"gradcam method {method!r} is not one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def _target_indices(targets: Targets, logits: Tensor) -> Tensor:
+    """Class index per image as a LongTensor (N,) on the logits' device; default: argmax."""
+    n, num_classes = logits.shape
+    if targets is None:
+        return logits.argmax(dim=1)
+    t = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise UserError(f"gradcam got {t.numel()} targets for {n} images")
+    if ((t < 0) | (t >= num_classes)).any():
+        raise UserError(f"gradcam targets {t.tolist()} must lie in [0, {num_classes})")
+    return t
+
+
+def _eval_mode(model: nn.Module) -> dict[nn.Module, bool]:
+    """Put every module in eval mode (deterministic dropout/BN); return the modes to restore.
+    Per module, because a model may deliberately keep some parts (frozen BN) in eval."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    return modes
+
+
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    for m, training in modes.items():
+        m.training = training
+
+
+def _normalize(cam: Tensor) -> Tensor:
+    """Per-image min-max to [0, 1]; a constant (e.g. all-zero) map becomes 0, not NaN."""
+    flat = cam.flatten(1)
+    lo = flat.min(dim=1).values[:, None, None]
+    span = flat.max(dim=1).values[:, None, None] - lo
+    return (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
+
+
+def _model_input(model: nn.Module, images: Tensor) -> Tensor:
+    """A fresh normal (non-inference) tensor to differentiate through, in the model's dtype
+    when its weights are half precision (under autocast they stay float32: no cast).
+    It requires grad so the layer's output is in the graph even if the model is frozen."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    x = images.clone()
+    if param is not None and x.is_floating_point():
+        x = x.to(param.dtype)
+    return x.requires_grad_(x.is_floating_point())
+
+
+def _forward_with_activations(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run the model once; return (logits, the layer's output), the latter still in the graph."""
+    captured: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _inp, out: captured.append(out))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    if not captured:
+        raise UserError(f"gradcam layer {type(layer).__name__} was not used by the model's forward")
+    acts = captured[-1]
+    if not isinstance(acts, Tensor) or acts.dim() != 4:
+        shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
+        raise UserError(f"gradcam needs a layer with (N, C, h, w) output, got {shape}")
+    return logits, acts
+
+
+def grad_cam_with_logits(
+    model: nn.Module,
+    images: Tensor,
+    layer: str = "conv3",
+    targets: Targets = None,
+    method: str = "gradcam",
+) -> tuple[Tensor, Tensor]:
+    """Class activation maps and the logits of the same forward pass.
+
+    Args:
+        model: a classifier returning logits (N, num_classes).
+        images: (N, C, H, W) batch on the model's device; may be an inference tensor.
+        layer: dotted name of a submodule with (N, C, h, w) output (``model.get_submodule``).
+        targets: class per image (int for all, list or LongTensor of N); default the predicted one.
+        method: one of ``METHODS``.
+
+    Returns:
+        cams: float32 (N, H, W) in [0, 1]; logits: detached float32 (N, num_classes).
+    """
+    target_layer = _find_layer(model, layer)
+    weight_fn = _weight_fn(method)
+    modes = _eval_mode(model)
+    try:
+        # Lightning validates under no_grad or inference_mode; both must be lifted here.
+        with torch.inference_mode(False), torch.enable_grad():
+            logits, acts = _forward_with_activations(model, target_layer, _model_input(model, images))
+            t = _target_indices(targets, logits)
+            # Images are independent in eval mode, so the gradient of the sum of the chosen
+            # logits gives each image's own gradient in one backward pass.
+            score = logits.gather(1, t[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, acts)
+        acts, grads = acts.detach().float(), grads.float()
+        cam = F.relu((weight_fn(acts, grads) * acts).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return _normalize(cam[:, 0]), logits.detach().float()
+    finally:
+        _restore_modes(modes)
+
+
+def grad_cam(
+    model: nn.Module,
+    images: Tensor,
+    layer: str = "conv3",
+    targets: Targets = None,
+    method: str = "gradcam",
+) -> Tensor:
+    """Class activation maps only: float32 (N, H, W) in [0, 1]. See ``grad_cam_with_logits``."""
+    return grad_cam_with_logits(model, images, layer, targets, method)[0]

@@ -1,0 +1,105 @@
+"""Pictures of class activation maps: heatmaps, overlays, and titled grids.
+
+Grids are composed with tensor operations on the maps' device and titled with Pillow, not
+drawn with matplotlib: a matplotlib figure costs a good part of a second, which would be
+most of an epoch on a fast GPU, every epoch. (matplotlib's colormap is still the palette.)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+TITLE_HEIGHT = 16
+MIN_CELL = 128  # small training images are scaled up for display
+
+
+@functools.cache
+def _palette(name: str = "jet") -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def heatmap(cams: torch.Tensor, colormap: str = "jet") -> torch.Tensor:
+    """(N, H, W) maps in [0, 1] -> (N, 3, H, W) uint8 colour images."""
+    lut = torch.from_numpy(_palette(colormap)).to(cams.device)
+    idx = (cams.clamp(0, 1) * 255).round().long()
+    return lut[idx].permute(0, 3, 1, 2).contiguous()
+
+
+def overlay(images: torch.Tensor, cams: torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> torch.Tensor:
+    """Blend the heatmap over uint8 (N, 3, H, W) images."""
+    mixed = (1 - alpha) * images.float() + alpha * heatmap(cams, colormap).float()
+    return mixed.round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass
+class Row:
+    """One image of a grid: its picture, its map, and the words above it."""
+
+    image: torch.Tensor  # uint8 (3, H, W)
+    cam: torch.Tensor  # (H, W) in [0, 1]
+    title: str
+    box: tuple[float, float, float, float] | None = None  # fractions of width and height
+
+
+def _font(size: int = 12):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _upscale(x: torch.Tensor, cell: int) -> torch.Tensor:
+    if x.shape[-1] == cell:
+        return x
+    return F.interpolate(x.float(), size=(cell, cell), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
+
+
+def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
+    """One row per image: image | heatmap | overlay, titled; returns (H, W, 3) uint8."""
+    images = torch.stack([r.image for r in rows])
+    cams = torch.stack([r.cam for r in rows]).float()
+    cell = max(MIN_CELL, images.shape[-1])
+    panels = [images, heatmap(cams, colormap), overlay(images, cams, colormap=colormap)]
+    strip = torch.cat([_upscale(p, cell) for p in panels], dim=3)  # (N, 3, cell, 3 * cell)
+    pictures = strip.permute(0, 2, 3, 1).cpu().numpy()
+    canvas = Image.new("RGB", (3 * cell, len(rows) * (cell + TITLE_HEIGHT)), (255, 255, 255))
+    draw, font = ImageDraw.Draw(canvas), _font()
+    for i, row in enumerate(rows):
+        top = i * (cell + TITLE_HEIGHT)
+        draw.text((4, top + 2), row.title, fill=(0, 0, 0), font=font)
+        canvas.paste(Image.fromarray(pictures[i]), (0, top + TITLE_HEIGHT))
+        if row.box is not None:  # the object's box on the overlay, to judge the map by eye
+            x0, y0, x1, y1 = row.box
+            draw.rectangle((2 * cell + x0 * cell, top + TITLE_HEIGHT + y0 * cell,
+                            2 * cell + x1 * cell - 1, top + TITLE_HEIGHT + y1 * cell - 1), outline=(255, 255, 255), width=2)
+    return np.asarray(canvas)
+
+
+def confusion_matrix_image(matrix: np.ndarray, classes: list[str], title: str = "") -> np.ndarray:
+    """A small labelled confusion matrix (rows: true class, columns: predicted), (H, W, 3) uint8."""
+    n, cell, margin = len(classes), 64, 56
+    canvas = Image.new("RGB", (margin + n * cell, TITLE_HEIGHT + margin + n * cell), (255, 255, 255))
+    draw, font = ImageDraw.Draw(canvas), _font()
+    draw.text((4, 2), title, fill=(0, 0, 0), font=font)
+    peak = max(int(matrix.max()), 1)
+    for i in range(n):
+        draw.text((4, TITLE_HEIGHT + margin + i * cell + cell // 2 - 6), f"true {classes[i]}", fill=(0, 0, 0), font=font)
+        draw.text((margin + i * cell + 6, TITLE_HEIGHT + margin - 18), f"pred {classes[i]}", fill=(0, 0, 0), font=font)
+        for j in range(n):
+            shade = int(255 - 200 * matrix[i, j] / peak)
+            x, y = margin + j * cell, TITLE_HEIGHT + margin + i * cell
+            draw.rectangle((x, y, x + cell - 2, y + cell - 2), fill=(shade, shade, 255))
+            draw.text((x + cell // 2 - 10, y + cell // 2 - 6), str(int(matrix[i, j])), fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def save_png(picture: np.ndarray, path) -> None:
+    Image.fromarray(picture).save(path)

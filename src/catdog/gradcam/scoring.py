@@ -1,0 +1,31 @@
+"""How well a map points at the object, given the object's box (Zhang et al.'s pointing game,
+and the share of the map's energy inside the box, as in Score-CAM's localisation test)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) bool: pixel centres inside each box; boxes are (x0, y0, x1, y1) fractions."""
+    ys = (torch.arange(height, device=boxes.device) + 0.5) / height
+    xs = (torch.arange(width, device=boxes.device) + 0.5) / width
+    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    return (xs.view(1, 1, -1) >= x0) & (xs.view(1, 1, -1) <= x1) & (ys.view(1, -1, 1) >= y0) & (ys.view(1, -1, 1) <= y1)
+
+
+def pointing_game(cams: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: does each map's maximum lie inside its box? An all-zero map points nowhere."""
+    n, h, w = cams.shape
+    inside = _box_mask(boxes.to(cams.device), h, w).flatten(1)
+    flat = cams.flatten(1)
+    peak = flat.argmax(dim=1)
+    return inside.gather(1, peak[:, None]).squeeze(1) & (flat.amax(dim=1) > 0)
+
+
+def energy_in_box(cams: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each map's total mass that falls inside its box (0 for an all-zero map)."""
+    n, h, w = cams.shape
+    inside = _box_mask(boxes.to(cams.device), h, w)
+    total = cams.flatten(1).sum(dim=1)
+    return (cams * inside).flatten(1).sum(dim=1) / total.clamp(min=1e-12)

@@ -1,0 +1,147 @@
+"""The LightningModule: SimpleCNN, cross-entropy, torchmetrics, and the optimizer and LR
+schedule that Hydra hands over as partials (``_partial_: true``)."""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassConfusionMatrix, MulticlassF1Score
+
+from catdog.errors import UserError
+
+
+def _metrics(num_classes: int, prefix: str, full: bool) -> MetricCollection:
+    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    if full:  # AUROC keeps every score until the epoch ends: worth it for val/test, not for train
+        metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
+        metrics["auroc"] = MulticlassAUROC(num_classes)
+    return MetricCollection(metrics, prefix=prefix)
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        scheduler_interval: str = "epoch",
+        label_smoothing: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch' or 'step'")
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval, self.label_smoothing = scheduler_interval, label_smoothing
+        self.compile_net, self.channels_last = compile, channels_last
+        n = net.fc2.out_features
+        self.train_metrics = _metrics(n, "train/", full=False)
+        self.val_metrics = _metrics(n, "val/", full=True)
+        self.test_metrics = _metrics(n, "test/", full=True)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_confusion = MulticlassConfusionMatrix(n)  # drawn each epoch by the Grad-CAM callback
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+        self.run_config: dict = {}  # the resolved Hydra config, set by train.py, saved in checkpoints
+
+    def configure_model(self) -> None:
+        if self.channels_last:  # NHWC convolutions: faster on GPUs with tensor cores and on CPUs
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net and not getattr(self.net, "_compiled_call_impl", None):
+            self.net.compile()  # in place: unlike torch.compile(net), state_dict keys stay the same
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric):
+        x, y = batch
+        logits = self(x)
+        # The log loss, without label smoothing: comparable across recipes (and Kaggle's score).
+        loss_metric.update(F.cross_entropy(logits.float(), y), weight=len(y))
+        metrics.update(logits.float(), y)
+        return logits
+
+    def validation_step(self, batch, batch_idx):
+        logits = self._eval_step(batch, self.val_metrics, self.val_loss)
+        self.val_confusion.update(logits.float(), batch[1])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values, prog_bar=True)
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        if not self.trainer.sanity_checking:  # the sanity check's few batches are no epoch
+            self.val_acc_best.update(values["val/acc"])
+            self.log("val/acc_best", self.val_acc_best.compute())
+        self.val_metrics.reset()
+        self.val_loss.reset()
+        self.val_confusion.reset()
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics, self.test_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.log("test/loss", self.test_loss.compute())
+        self.test_metrics.reset()
+        self.test_loss.reset()
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).float().softmax(dim=1)
+
+    # -- optimisation ----------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, **self._run_length_args(optimizer))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "name": "train/lr"},
+        }
+
+    def _run_length_args(self, optimizer) -> dict:
+        """Fill in what a schedule needs to know about the run's length, unless the config set it:
+        so the same schedule config keeps learning to the end at any ``trainer.max_epochs``."""
+        given = self.scheduler_factory.keywords
+        params = inspect.signature(self.scheduler_factory.func).parameters
+        steps = int(self.trainer.estimated_stepping_batches)
+        length = steps if self.scheduler_interval == "step" else self.trainer.max_epochs
+        fill = {
+            "total_steps": steps,  # OneCycleLR, stepped per batch
+            "T_max": length,  # CosineAnnealingLR
+            "max_lr": optimizer.param_groups[0]["lr"],  # OneCycleLR's peak: the optimizer's lr
+        }
+        return {k: v for k, v in fill.items() if k in params and k not in given and not (k == "total_steps" and "epochs" in given)}
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        checkpoint["catdog"] = {
+            "net": dict(self.net.config),
+            "classes": list(datamodule.classes) if datamodule is not None else [],
+            "config": self.run_config,
+        }

@@ -1,0 +1,88 @@
+"""Train SimpleCNN on cats vs dogs.
+
+    python src/train.py data.root=/path/to/kaggle/train trainer.max_epochs=40
+    python src/train.py -m optimizer.lr=1e-3,1e-4 trainer.max_epochs=10,20   # a sweep
+
+Hydra composes conf/train.yaml; this script builds what it names (data, model, callbacks,
+logger, trainer), fits, tests the best checkpoint on the held-out split, and returns the
+optimized metric to a sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from catdog.config import flat_params, register_resolvers
+from catdog.errors import hydra_task
+from catdog.model.checkpoint import load_checkpoint, resolve_ckpt_path
+
+log = logging.getLogger("catdog.train")
+register_resolvers()
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Every callback configured under ``callbacks``; ``callbacks.NAME=null`` switches one off."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+
+
+def log_hparams(loggers: list, cfg: DictConfig) -> None:
+    """Register the run's hyperparameters and the metrics to show beside them in TensorBoard's
+    HParams tab. The metric values are the scalars logged during the run (no placeholder)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
+
+    metrics = {name: math.nan for name in ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment.file_writer
+            for summary in hparams(flat_params(cfg), metrics):
+                writer.add_summary(summary)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root)
+    if ckpt_path:
+        load_checkpoint(ckpt_path)  # refuses a file that would run code, before Lightning unpickles it
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = build_loggers(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    if trainer.is_global_zero:
+        log_hparams(loggers, cfg)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test") and len(datamodule.splits.get("test", [])) > 0 and not trainer.interrupted:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    if trainer.is_global_zero:
+        log.info("run folder: %s", cfg.paths.output_dir)
+        log.info("browse it:  tensorboard --logdir %s --samples_per_plugin images=1000", cfg.paths.output_root)
+    objective = metrics.get(cfg.optimized_metric, math.nan)
+    return {"metrics": metrics, "objective": objective, "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", "")}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra_task
+def main(cfg: DictConfig) -> dict:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

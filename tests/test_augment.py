@@ -1,0 +1,89 @@
+"""Per-sample device augmentation: its own draws per image, torchvision's formulas per draw."""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from catdog.data.augment import _ORDERS, IMAGENET_MEAN, IMAGENET_STD, DeviceAugment, Params, to_uint8_images
+
+
+def _params(n, **overrides) -> Params:
+    base = dict(flip=torch.zeros(n, dtype=torch.bool), angle=torch.zeros(n), scale=torch.ones(n),
+                shift=torch.zeros(n, 2), factors=torch.ones(n, 3), order=torch.zeros(n, dtype=torch.long))
+    return Params(**{**base, **overrides})
+
+
+def _cpu_reference(img: torch.Tensor, flip: bool, angle: float, factors, order) -> torch.Tensor:
+    """The original's per-image pipeline, in torchvision's functional ops, with fixed parameters."""
+    if flip:
+        img = TF.horizontal_flip(img)
+    img = TF.rotate(img, angle, interpolation=InterpolationMode.BILINEAR)
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation]
+    for op in _ORDERS[order]:
+        img = ops[op](img, factors[op])
+    return img
+
+
+def test_parameters_differ_across_a_batch():
+    p = DeviceAugment().sample(64, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert 10 < int(p.flip.sum()) < 54
+    assert p.angle.unique().numel() == 64 and p.angle.abs().max() <= 10
+    for j in range(3):
+        assert p.factors[:, j].unique().numel() == 64
+        assert p.factors[:, j].min() >= 0.8 and p.factors[:, j].max() <= 1.2
+    assert p.order.unique().numel() == 6
+
+
+def test_fixed_parameters_match_the_cpu_transforms():
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 40, 40)
+    p = _params(6, flip=torch.tensor([0, 1, 0, 1, 1, 0], dtype=torch.bool),
+                angle=torch.tensor([0.0, 5.0, -9.5, 3.0, 0.0, 10.0]),
+                factors=torch.tensor([[1.2, 0.8, 1.1], [0.9, 1.15, 0.85], [1.0, 1.0, 1.0],
+                                      [0.8, 1.2, 1.2], [1.1, 0.9, 0.8], [1.05, 1.05, 0.95]]),
+                order=torch.arange(6))
+    aug = DeviceAugment()
+    out = aug.colour(aug.geometry(x, p), p)
+    for i in range(6):
+        ref = _cpu_reference(x[i], bool(p.flip[i]), float(p.angle[i]), p.factors[i].tolist(), i)
+        assert (out[i] - ref).abs().max() < 1e-5, i
+
+
+def test_zoom_and_shift_stay_inside_the_image():
+    aug = DeviceAugment(degrees=0, scale=(0.5, 0.5), brightness=0, contrast=0, saturation=0)
+    p = aug.sample(200, torch.device("cpu"), torch.Generator().manual_seed(1))
+    assert (p.shift.abs() <= 0.5 + 1e-6).all() and p.shift.abs().max() > 0.4
+    x = torch.ones(1, 3, 32, 32)
+    corner = _params(1, scale=torch.tensor([0.5]), shift=torch.tensor([[0.5, -0.5]]))
+    zoomed = aug.geometry(x, corner)
+    assert zoomed.min() > 0.99  # no padding sampled: the window lies within the image
+
+
+def test_eval_only_normalises_and_train_changes_pixels():
+    aug = DeviceAugment()
+    images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(aug(images, train=False), (images / 255.0 - mean) / std, atol=1e-6)
+    assert torch.equal(to_uint8_images(aug(images, train=False)), images)
+    trained = aug(images, train=True, generator=torch.Generator().manual_seed(0))
+    assert trained.shape == images.shape and trained.dtype == torch.float32
+    assert not torch.allclose(trained, aug(images, train=False))
+
+
+def test_same_generator_seed_same_augmentation():
+    aug = DeviceAugment(scale=(0.75, 1.0))
+    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
+    a = aug(images, train=True, generator=torch.Generator().manual_seed(5))
+    b = aug(images, train=True, generator=torch.Generator().manual_seed(5))
+    c = aug(images, train=True, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_flip_only_skips_resampling():
+    aug = DeviceAugment(degrees=0, brightness=0, contrast=0, saturation=0)
+    x = torch.rand(2, 3, 8, 8)
+    out = aug.geometry(x, _params(2, flip=torch.tensor([True, False])))
+    assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])

@@ -1,0 +1,83 @@
+"""The Hydra configs compose, build what they name, and keep the original recipe exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from helpers import compose_train
+
+
+def test_default_config_builds_every_object(tmp_path):
+    cfg = compose_train(tmp_path, ["data.root=/nowhere"])
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    assert datamodule.image_size == 224 and datamodule.batch_size == 64
+    assert model.net.fc1.in_features == 128 * 28 * 28  # the original's fc1 at 224 px
+    assert isinstance(model.optimizer_factory(params=model.parameters()), torch.optim.Optimizer)
+    assert instantiate(cfg.trainer, logger=False).max_epochs == cfg.trainer.max_epochs
+
+
+def test_user_facing_override_names(tmp_path):
+    cfg = compose_train(tmp_path, ["data.root=/x", "data.image_size=64", "data.batch_size=8",
+                                   "optimizer.lr=0.0003", "trainer.max_epochs=40"])
+    model = instantiate(cfg.model)
+    assert model.net.fc1.in_features == 128 * 8 * 8  # fc1 follows data.image_size
+    assert model.optimizer_factory.keywords["lr"] == 0.0003
+    assert cfg.trainer.max_epochs == 40 and cfg.data.batch_size == 8
+
+
+def test_seed_experiment_is_the_original_recipe(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=seed", "data.root=/x"])
+    assert cfg.seed == 42 and cfg.trainer.max_epochs == 20
+    assert cfg.data.batch_size == 64 and cfg.data.image_size == 224
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3 and cfg.optimizer.weight_decay == 0
+    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.StepLR"
+    assert cfg.scheduler.step_size == 3 and cfg.scheduler.gamma == 0.1 and cfg.model.scheduler_interval == "epoch"
+    net = cfg.model.net
+    assert (net.batch_norm, net.head, net.dropout, net.hidden) == (False, "fc", 0.5, 512)
+    aug = cfg.data.augment
+    assert (aug.hflip, aug.degrees, list(aug.scale), aug.brightness, aug.contrast, aug.saturation) == (0.5, 10, [1.0, 1.0], 0.2, 0.2, 0.2)
+    assert cfg.model.label_smoothing == 0
+
+
+@pytest.mark.parametrize("max_epochs", [5, 40, 100])
+def test_default_schedule_keeps_learning_to_the_last_epoch(tmp_path, max_epochs):
+    cfg = compose_train(tmp_path, ["data.root=/x", f"trainer.max_epochs={max_epochs}"])
+    model = instantiate(cfg.model)
+    steps_per_epoch = 10
+
+    class FakeTrainer:
+        estimated_stepping_batches = max_epochs * steps_per_epoch
+
+    FakeTrainer.max_epochs = max_epochs
+    model.trainer = None
+    model._trainer = FakeTrainer()
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    per_step = conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(max_epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if per_step:
+            sched.step()
+    if not per_step:
+        lrs = lrs[::steps_per_epoch]
+    peak = max(lrs)
+    last_epoch = lrs[-(steps_per_epoch if per_step else 1):]
+    # Still a useful rate in the final tenth of the run, and never frozen for a long stretch.
+    tenth = lrs[int(len(lrs) * 0.9) - 1]
+    assert tenth > 1e-3 * peak, (max_epochs, tenth, peak)
+    assert max(last_epoch) < peak  # it does decay
+
+
+def test_gpu_and_cpu_presets(tmp_path):
+    gpu = compose_train(tmp_path, ["trainer=gpu", "data.root=/x"])
+    assert gpu.trainer.precision == "bf16-mixed" and gpu.trainer.benchmark and gpu.model.compile
+    assert gpu.trainer.max_epochs == compose_train(tmp_path, ["data.root=/x"]).trainer.max_epochs
+    cpu = compose_train(tmp_path, ["trainer=cpu", "data.root=/x"])
+    assert cpu.trainer.accelerator == "cpu" and cpu.trainer.precision in ("bf16-mixed", "32-true")
+    fp32 = compose_train(tmp_path, ["trainer=cpu", "trainer.precision=32-true", "data.root=/x"])
+    assert fp32.trainer.precision == "32-true"

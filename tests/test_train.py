@@ -1,0 +1,100 @@
+"""Training end to end: through Hydra's compose API, the real command line, sweeps and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import TINY, compose_train
+from train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    tags = set()
+    for events in run_dir.glob("**/events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def run_cli(*args: str, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_training_run_through_compose(tmp_path, synthetic_root):
+    cfg = compose_train(tmp_path, [f"data.root={synthetic_root}", *TINY, "trainer.max_epochs=2"])
+    result = train(cfg)
+    metrics = result["metrics"]
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "val/f1", "val/auroc", "test/acc", "test/auroc"):
+        assert name in metrics, name
+    assert result["objective"] == metrics["val/acc_best"]
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert Path(result["best_checkpoint"]).is_file() and "epoch_" in result["best_checkpoint"]
+    assert {"train/loss_epoch", "train/acc", "val/acc", "val/acc_best", "train/lr"} <= scalar_tags(run)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain data only
+    assert ckpt["catdog"]["classes"] == ["cat", "dog"]
+    assert ckpt["catdog"]["net"]["image_size"] == 32
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
+    first = compose_train(tmp_path / "a", [f"data.root={synthetic_root}", *TINY, "test=false"])
+    train(first)
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    steps_one_epoch = torch.load(last, weights_only=True)["global_step"]
+    assert steps_one_epoch > 0
+    second = compose_train(tmp_path / "a", [f"data.root={synthetic_root}", *TINY, "test=false",
+                                            "trainer.max_epochs=2", "ckpt_path=last"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(second.paths, "output_dir", str(tmp_path / "b"))
+        train(second)
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * steps_one_epoch
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "data.root is not set"),
+        (["data.root=/no/such/folder"], "does not exist"),
+        (["ckpt_path=/no/such.ckpt", "data.root=."], "does not exist"),
+    ],
+    ids=["no-root", "missing-root", "missing-checkpoint"],
+)
+def test_user_errors_exit_with_one_line(tmp_path, args, message):
+    proc = run_cli(*args, f"paths.output_root={tmp_path}", "~logger")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_wrong_override_is_reported_by_hydra_without_traceback(tmp_path):
+    proc = run_cli("data.rooot=/x", f"paths.output_root={tmp_path}")
+    assert proc.returncode != 0
+    assert "Could not override 'data.rooot'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_job_multirun_from_the_command_line(tmp_path, synthetic_root):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}",
+                   *TINY, "test=false", "optimizer.lr=0.001,0.0001")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Named by job number and overrides (data.root and paths left out), so TensorBoard lists them readably.
+    assert len(jobs) == 2 and jobs[0].name.startswith("0_") and jobs[1].name.startswith("1_")
+    assert "optimizer.lr=0.001," in jobs[0].name and "optimizer.lr=0.0001," in jobs[1].name
+    assert "data.root" not in jobs[0].name and "/" not in jobs[0].name
+    for job in jobs:
+        assert "val/acc" in scalar_tags(job)
+        assert json.loads((job / "result.json").read_text())["status"] == "ok"
