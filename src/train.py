@@ -27,8 +27,14 @@ register_resolvers()
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Every callback configured under ``callbacks``; ``callbacks.NAME=null`` switches one off."""
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    """Every callback configured under ``callbacks``; ``callbacks.NAME=null`` switches one off,
+    and ``trainer.enable_progress_bar=false`` the progress bar (Lightning refuses both at once)."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    if cfg.trainer.get("enable_progress_bar", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -66,7 +72,9 @@ def train(cfg: DictConfig) -> dict:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test") and len(datamodule.splits.get("test", [])) > 0 and not trainer.interrupted:
+    if cfg.get("test") and len(datamodule.splits.get("test", [])) == 0:
+        log.info("no test split (data.test_fraction=0): the validation metrics are the held-out estimate")
+    elif cfg.get("test") and not trainer.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})

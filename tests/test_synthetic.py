@@ -44,8 +44,8 @@ def test_boxes_csv_has_one_box_per_image_inside_the_image(small_set):
         x0, y0, x1, y1, w, h = map(int, numbers)
         assert (w, h) == (64, 64)
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
-        # Head diameter is 30-55% of the side; with ears the box is wider or taller than that.
-        assert 0.3 * w <= max(x1 - x0, y1 - y0) <= w
+        # Head diameter is 30-55% of the side; the ears add at most ~40% to that.
+        assert 0.3 * w <= max(x1 - x0, y1 - y0) <= 0.85 * w
 
 
 def test_box_holds_the_head_tightly(small_set):

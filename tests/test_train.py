@@ -32,7 +32,7 @@ def run_cli(*args: str, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
 
 
 def test_training_run_through_compose(tmp_path, synthetic_root):
-    cfg = compose_train(tmp_path, [f"data.root={synthetic_root}", *TINY, "trainer.max_epochs=2"])
+    cfg = compose_train(tmp_path, [f"data.root={synthetic_root}", *TINY, "trainer.max_epochs=2", "data.test_fraction=0.2"])
     result = train(cfg)
     metrics = result["metrics"]
     for name in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "val/f1", "val/auroc", "test/acc", "test/auroc"):

@@ -31,6 +31,7 @@ def device_default(key: str):
         "cpu_precision": cpu_precision,
         "compile": gpu,
         "benchmark": gpu,
+        "progress_refresh": 50 if gpu else 1,  # a refresh reads metrics back, waiting for the GPU
     }
     if key not in values:
         raise ValueError(f"device_default: unknown key {key!r}; known: {sorted(values)}")

@@ -66,7 +66,7 @@ class CatDogDataModule(L.LightningDataModule):
         image_size: int = 224,
         batch_size: int = 64,
         val_fraction: float = 0.2,
-        test_fraction: float = 0.1,
+        test_fraction: float = 0.0,
         split_seed: int = 42,
         seed: int = 42,
         cache: str = "auto",

@@ -28,12 +28,12 @@ from PIL import Image, ImageDraw, ImageStat
 from catdog.errors import UserError
 
 CLASSES = ("cat", "dog")
-VERSION = 1  # bump whenever the drawing changes, so cached data sets are regenerated
+VERSION = 2  # bump whenever the drawing changes, so cached data sets are regenerated
 SUPERSAMPLE = 3  # draw at 3x and downsample with LANCZOS: anti-aliased edges
 HEAD_DIAMETER = (0.30, 0.55)  # of the image side
 # Extent of head + ears around the head centre, in head radii, taken over BOTH classes so the
 # head's position distribution does not depend on the class.
-EXTENT_SIDE, EXTENT_TOP, EXTENT_BOTTOM = 1.45, 1.7, 1.45
+EXTENT_SIDE, EXTENT_TOP, EXTENT_BOTTOM = 1.45, 1.75, 1.2
 MIN_CONTRAST = 100.0  # RGB distance between head colour and the background it covers
 NOISE_SIGMA = 4.0
 BOX_HEADER = ("file", "x0", "y0", "x1", "y1", "width", "height")
@@ -170,7 +170,7 @@ def _head_shapes(rng: np.random.Generator, label: int, side: int) -> tuple[list,
     cx = rng.uniform(EXTENT_SIDE * r, side - EXTENT_SIDE * r)
     cy = rng.uniform(EXTENT_TOP * r, side - EXTENT_BOTTOM * r)
     ears = _cat_ears(rng, cx, cy, r) if label == 0 else _dog_ears(rng, cx, cy, r)
-    head = ("ellipse", (cx - r, cy - r, cx + r, cy + r))
+    head = ("ellipse", (cx - r, cy - r, cx + r, cy + r), False)
     eye_dx, eye_y, eye_r = 0.38 * r, cy - 0.1 * r, 0.13 * r
     features = [
         (cx - eye_dx - eye_r, eye_y - eye_r, cx - eye_dx + eye_r, eye_y + eye_r),
@@ -183,37 +183,46 @@ def _head_shapes(rng: np.random.Generator, label: int, side: int) -> tuple[list,
 
 def _cat_ears(rng: np.random.Generator, cx: float, cy: float, r: float) -> list:
     """Two pointed triangles whose base sits on the top of the head."""
-    length = rng.uniform(1.6, 1.9)  # apex distance from the centre, in radii
+    length = rng.uniform(1.65, 1.95)  # apex distance from the centre, in radii
     tilt = math.radians(rng.uniform(28, 40))  # apex direction from vertical
-    ears = []
+    outer, inner = [], []
     for s in (-1, 1):
-        base = [(cx + s * r * math.sin(a), cy - r * math.cos(a)) for a in (math.radians(8), math.radians(68))]
-        apex = (cx + s * length * r * math.sin(tilt), cy - length * r * math.cos(tilt))
-        ears.append(("polygon", [base[0], apex, base[1], (cx, cy)]))
-    return ears
+        b0, b1 = [np.array((cx + s * r * math.sin(a), cy - r * math.cos(a))) for a in (math.radians(8), math.radians(68))]
+        apex = np.array((cx + s * length * r * math.sin(tilt), cy - length * r * math.cos(tilt)))
+        outer.append(("polygon", [tuple(b0), tuple(apex), tuple(b1), (cx, cy)], False))
+        # A darker inner ear, shrunk towards the ear's centre; the head hides its lower part.
+        mid = (b0 + b1 + apex) / 3
+        inner.append(("polygon", [tuple(mid + 0.6 * (p - mid)) for p in (b0, apex, b1)], True))
+    return outer + inner
 
 
 def _dog_ears(rng: np.random.Generator, cx: float, cy: float, r: float) -> list:
     """Two long ellipses hanging from the top of the head down its sides, flaring slightly outwards."""
-    half_len = r * rng.uniform(0.95, 1.1)
+    half_len = r * rng.uniform(0.9, 1.0)
     half_wid = r * rng.uniform(0.3, 0.38)
     tilt = math.radians(rng.uniform(5, 15))
     t = np.linspace(0, 2 * math.pi, 32, endpoint=False)
     ears = []
     for s in (-1, 1):
-        ex, ey = cx + s * 0.95 * r, cy + 0.3 * r
+        ex, ey = cx + s * 0.95 * r, cy + 0.15 * r
         x, y = half_wid * np.cos(t), half_len * np.sin(t)
         # Rotate so the lower end (y > 0) swings outwards, away from the head.
         cos, sin = math.cos(tilt), s * math.sin(tilt)
         xr, yr = ex + x * cos + y * sin, ey - x * sin + y * cos
-        ears.append(("polygon", list(zip(xr.tolist(), yr.tolist()))))
+        ears.append(("polygon", list(zip(xr.tolist(), yr.tolist())), False))
     return ears
 
 
 def _draw_silhouette(draw: ImageDraw.ImageDraw, shapes: list, fill, outline, width: int) -> None:
-    """Draw in order, each shape outlined: cartoon edges that set the head apart from the clutter."""
-    for kind, coords in shapes:
-        getattr(draw, kind)(coords, fill=fill, outline=outline, width=width)
+    """Draw in order, each shape outlined: cartoon edges that set the head apart from the clutter.
+
+    Inner shapes (``inner`` true) get a tone halfway to the outline colour and no outline of their own.
+    """
+    for kind, coords, inner in shapes:
+        if inner and isinstance(fill, tuple):
+            getattr(draw, kind)(coords, fill=tuple((f + o) // 2 for f, o in zip(fill, outline)))
+        else:
+            getattr(draw, kind)(coords, fill=fill, outline=outline, width=width)
 
 
 def _head_colour(rng: np.random.Generator, background: list[float]) -> tuple[int, int, int]:

@@ -4,6 +4,7 @@ schedule that Hydra hands over as partials (``_partial_: true``)."""
 from __future__ import annotations
 
 import inspect
+import math
 from functools import partial
 
 import lightning as L
@@ -24,6 +25,14 @@ def _metrics(num_classes: int, prefix: str, full: bool) -> MetricCollection:
     return MetricCollection(metrics, prefix=prefix)
 
 
+def _batch_mixing(mixup: float, cutmix: float, num_classes: int):
+    """torchvision's MixUp and/or CutMix (one of them per batch), or None when both are off."""
+    from torchvision.transforms import v2
+
+    chosen = [t(alpha=a, num_classes=num_classes) for t, a in ((v2.MixUp, mixup), (v2.CutMix, cutmix)) if a > 0]
+    return None if not chosen else chosen[0] if len(chosen) == 1 else v2.RandomChoice(chosen)
+
+
 class Classifier(L.LightningModule):
     def __init__(
         self,
@@ -32,6 +41,9 @@ class Classifier(L.LightningModule):
         scheduler: partial | None = None,
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        tta_flip: bool = False,
         compile: bool = False,
         channels_last: bool = True,
     ) -> None:
@@ -41,8 +53,9 @@ class Classifier(L.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval, self.label_smoothing = scheduler_interval, label_smoothing
-        self.compile_net, self.channels_last = compile, channels_last
+        self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
         n = net.fc2.out_features
+        self.mix = _batch_mixing(mixup, cutmix, n)
         self.train_metrics = _metrics(n, "train/", full=False)
         self.val_metrics = _metrics(n, "val/", full=True)
         self.test_metrics = _metrics(n, "test/", full=True)
@@ -52,7 +65,9 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.run_config: dict = {}  # the resolved Hydra config, set by train.py, saved in checkpoints
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Here rather than in configure_model: weight-averaging callbacks copy the module in
+        # their own setup, which runs first, and must copy the plain module, not a compiled one.
         if self.channels_last:  # NHWC convolutions: faster on GPUs with tensor cores and on CPUs
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and not getattr(self.net, "_compiled_call_impl", None):
@@ -61,30 +76,43 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        if self.training:
+            return self.net(x)  # compiled, when model.compile is on
+        # Evaluation runs eagerly: it is a small share of the work, and compiling it too would
+        # cost two more compilations (eval mode, and the ragged last batch) on every run.
+        return self.net.forward(x)
 
     # -- steps -----------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        x, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities, averaged over the image and its mirror image with ``tta_flip``."""
+        log_p = self(x).float().log_softmax(dim=1)
+        if self.tta_flip:
+            mirrored = self(x.flip(-1)).float().log_softmax(dim=1)
+            log_p = torch.logsumexp(torch.stack([log_p, mirrored]), dim=0) - math.log(2.0)
+        return log_p
+
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric):
         x, y = batch
-        logits = self(x)
+        log_p = self.log_probs(x)
         # The log loss, without label smoothing: comparable across recipes (and Kaggle's score).
-        loss_metric.update(F.cross_entropy(logits.float(), y), weight=len(y))
-        metrics.update(logits.float(), y)
-        return logits
+        loss_metric.update(F.nll_loss(log_p, y), weight=len(y))
+        metrics.update(log_p.exp(), y)
+        return log_p
 
     def validation_step(self, batch, batch_idx):
-        logits = self._eval_step(batch, self.val_metrics, self.val_loss)
-        self.val_confusion.update(logits.float(), batch[1])
+        log_p = self._eval_step(batch, self.val_metrics, self.val_loss)
+        self.val_confusion.update(log_p.exp(), batch[1])
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
@@ -108,7 +136,7 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).float().softmax(dim=1)
+        return self.log_probs(x).exp()
 
     # -- optimisation ----------------------------------------------------------------------
 

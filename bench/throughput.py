@@ -1,0 +1,207 @@
+"""`make bench`: training throughput, side by side, on this machine.
+
+(a) the original pipeline: ImageFolder + PIL transforms, DataLoader(num_workers=0), fp32;
+(b) ours, end to end: `src/train.py` itself in a subprocess (decoded cache, augmentation on
+    the device, the trainer preset this machine gets), its steady-state epoch throughput read
+    from the run's TensorBoard log (`perf/train_images_per_s`, median of epochs after the first);
+(c) the bare compute ceiling: the same model, at the same precision and memory format (and
+    compiled where (b) compiles), training on one batch that already sits on the device.
+
+It also times the cache build, and reads (b)'s peak resident memory. Prints a table and writes
+JSON (bench/out/throughput.json by default).
+
+    python bench/throughput.py                        # 2 CPU cores: about 5 minutes
+    python bench/throughput.py --images 25000 --epochs 40 --original-steps 40   # a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from catdog.config import device_default  # noqa: E402
+from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from catdog.data.cache import decode_all  # noqa: E402
+from catdog.data.files import find_labelled  # noqa: E402
+from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
+from kaggle_like import generate  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_steps(model, optimizer, batches, device, autocast_dtype, steps: int, warmup: int) -> float:
+    """Images per second over ``steps`` training steps, after ``warmup`` untimed ones."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+    it = iter(batches)
+    start = None
+    images = 0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start, images = time.perf_counter(), 0
+        x, y = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        images += len(y)
+    _sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def original_pipeline(root: Path, size: int, batch: int, steps: int, device, workers: int = 0) -> float:
+    """The student's script: ImageFolder over class folders, PIL transforms per image, fp32."""
+    from torchvision import datasets, transforms
+
+    view = root.parent / (root.name + "-classfolders")  # ImageFolder needs cat/ and dog/: links, not copies
+    if not view.exists():
+        for f in sorted(root.glob("*.jpg")):
+            (view / f.name.split(".")[0]).mkdir(parents=True, exist_ok=True)
+            (view / f.name.split(".")[0] / f.name).symlink_to(f.resolve())
+    transform = transforms.Compose([
+        transforms.Resize((size, size)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomRotation(10),
+        transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    loader = torch.utils.data.DataLoader(datasets.ImageFolder(view, transform), batch_size=batch, shuffle=True,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    model = SimpleCNN(size).to(device)
+    return _train_steps(model, torch.optim.Adam(model.parameters(), 1e-3), _forever(loader), device, None, steps, warmup=2)
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def compute_ceiling(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
+    """The same model at the same precision and memory format, on one batch already on the device."""
+    model = SimpleCNN(size).to(device).to(memory_format=torch.channels_last)
+    if compile_model:
+        model.compile()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,), device=device)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    batches = iter(lambda: (x, y), None)
+    return _train_steps(model, optimizer, batches, device, dtype, steps, warmup=3 if compile_model else 2)
+
+
+def cache_build_rate(root: Path, size: int, cache_dir: Path) -> float:
+    files = find_labelled(root)
+    start = time.perf_counter()
+    decode_all(files, size, cache_dir)
+    return len(files.paths) / (time.perf_counter() - start)
+
+
+def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str]) -> dict:
+    """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = out / "ours-run"
+    args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={root}", f"data.image_size={size}",
+            f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"data.cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}", f"paths.output_root={out}", "test=false", "trainer.enable_progress_bar=false", *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"train.py failed:\n{proc.stderr[-4000:]}")
+    scalars = {}
+    for events in run_dir.glob("tensorboard/events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"):
+            if tag in acc.Tags()["scalars"]:
+                scalars[tag] = [e.value for e in acc.Scalars(tag)]
+    rates = scalars["perf/train_images_per_s"]
+    steady = sorted(rates[1:] or rates)[len(rates[1:] or rates) // 2]
+    return {"wall_s": wall, "images_per_s": steady, "per_epoch": rates, "peak_rss_gib": max(scalars["perf/peak_rss_gib"]),
+            "final_val_acc": scalars.get("val/acc", [None])[-1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1200, help="size of the Kaggle-shaped JPEG set")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of (b); the first is not counted")
+    parser.add_argument("--original-steps", type=int, default=8)
+    parser.add_argument("--original-workers", type=int, default=0)
+    parser.add_argument("--ceiling-steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["original", "ours", "ceiling", "cache"])
+    parser.add_argument("overrides", nargs="*", help="extra overrides for (b), e.g. trainer.precision=32-true")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
+    compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = generate(args.out / f"kaggle-like-{args.images}", args.images)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    result = {"machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+                          "cpus": os.cpu_count(), "torch": torch.__version__},
+              "images": args.images, "size": args.size, "batch": args.batch, "precision": precision, "compile": compile_model,
+              "original_workers": args.original_workers}
+
+    if "cache" not in args.skip:
+        result["cache_build_images_per_s"] = cache_build_rate(root, args.size, args.out / f"cache-{stamp}-build")
+        print(f"cache build: {result['cache_build_images_per_s']:.0f} images/s", flush=True)
+    if "original" not in args.skip:
+        result["original_images_per_s"] = original_pipeline(root, args.size, args.batch, args.original_steps, device, args.original_workers)
+        print(f"(a) original: {result['original_images_per_s']:.1f} images/s", flush=True)
+    if "ceiling" not in args.skip:
+        result["ceiling_images_per_s"] = compute_ceiling(args.size, args.batch, args.ceiling_steps, device, precision, compile_model)
+        print(f"(c) ceiling: {result['ceiling_images_per_s']:.1f} images/s", flush=True)
+    if "ours" not in args.skip:
+        # A cache of its own: the run's wall time includes building it, as a first run's does.
+        result["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out, args.out / f"cache-{stamp}-ours", args.overrides)
+        print(f"(b) ours: {result['ours']['images_per_s']:.1f} images/s", flush=True)
+    (args.out / "throughput.json").write_text(json.dumps(result, indent=2))
+    print_table(result)
+
+
+def print_table(r: dict) -> None:
+    ours, orig, ceil = r.get("ours", {}).get("images_per_s"), r.get("original_images_per_s"), r.get("ceiling_images_per_s")
+    print(f"\n{r['machine']['device']} ({r['machine']['cpus']} CPUs), {r['size']} px, batch {r['batch']}, "
+          f"precision {r['precision']}, compile {r['compile']}, {r['images']} Kaggle-shaped JPEGs")
+    print(f"| pipeline | images/s |\n|---|---|")
+    if orig:
+        print(f"| (a) original: ImageFolder + PIL, {r['original_workers']} workers, fp32 | {orig:.1f} |")
+    if ours:
+        print(f"| (b) ours, end to end (src/train.py) | {ours:.1f} |")
+    if ceil:
+        print(f"| (c) bare compute ceiling | {ceil:.1f} |")
+    if ours and orig:
+        print(f"ours / original: {ours / orig:.2f}x")
+    if ours and ceil:
+        print(f"ours / ceiling: {100 * ours / ceil:.0f}%")
+    if "cache_build_images_per_s" in r:
+        print(f"cache build: {r['cache_build_images_per_s']:.0f} images/s")
+    if "ours" in r:
+        print(f"ours: {r['ours']['wall_s']:.1f} s wall for the whole run, peak RSS {r['ours']['peak_rss_gib']:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
