@@ -29,7 +29,7 @@ bench: $(STAMP)  ## throughput benchmark: original pipeline vs ours vs the bare 
 	$(PY) bench/throughput.py
 
 gpu-check: $(STAMP)  ## the H100 targets of bench/RESULTS.md (needs a CUDA GPU; under 5 minutes)
-	$(PY) bench/gpu_check.py
+	PYTHON=$(PY) bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/cache

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.config import flat_params, register_resolvers
 from catdog.errors import hydra_task
 from catdog.model.checkpoint import load_checkpoint, resolve_ckpt_path
+from catdog.preflight import check_space, check_writable
 
 log = logging.getLogger("catdog.train")
 register_resolvers()
@@ -62,15 +65,22 @@ def train(cfg: DictConfig) -> dict:
     if ckpt_path:
         load_checkpoint(ckpt_path)  # refuses a file that would run code, before Lightning unpickles it
 
+    check_writable(cfg.paths.output_dir, "the run folder")
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    # Two checkpoints (best and last), each the weights plus about twice as much optimizer state.
+    check_space(cfg.paths.output_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (64 << 20),
+                "the run folder")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
     if trainer.is_global_zero:
         log_hparams(loggers, cfg)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException as stop:  # an orderly stop (SIGTERM or Ctrl-C): InterruptCheckpoint saved it
+        raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test") and len(datamodule.splits.get("test", [])) == 0:
         log.info("no test split (data.test_fraction=0): the validation metrics are the held-out estimate")

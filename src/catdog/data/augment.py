@@ -11,6 +11,7 @@ The formulas are torchvision's (tests check equality for fixed parameters).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -37,6 +38,17 @@ class Params:
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
 
+@functools.cache
+def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Small constant tensors, made once per device: building one from a Python list every step
+    would be a host-to-device copy that waits for the GPU to catch up."""
+    return {
+        "luma": torch.tensor(_LUMA, device=device, dtype=dtype),
+        "eye": torch.eye(3, device=device, dtype=dtype),
+        "orders": torch.tensor(_ORDERS, device=device),
+    }
+
+
 def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Apply one colour operation per sample, ``op`` choosing which.
 
@@ -47,9 +59,10 @@ def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> to
     no host sync, and two passes over the pixels instead of a dozen.
     """
     n, c, h, w = x.shape
-    luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype)
+    const = _constants(x.device, x.dtype)
+    luma = const["luma"]
     f = factor.to(x.dtype).view(n, 1, 1)
-    eye = torch.eye(3, device=x.device, dtype=x.dtype).expand(n, 3, 3)
+    eye = const["eye"].expand(n, 3, 3)
     to_gray = luma.expand(n, 3, 3) * (op == 2).to(x.dtype).view(n, 1, 1)  # every row: w^T, for saturation
     matrix = f * eye + (1.0 - f) * to_gray
     mean_gray = x.mean(dim=(2, 3)) @ luma  # (n,): the contrast operation's grey level
@@ -122,7 +135,7 @@ class DeviceAugment:
         """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
         if not any(self.jitter):
             return x
-        orders = torch.tensor(_ORDERS, device=x.device)[p.order]  # (N, 3): op of each stage
+        orders = _constants(x.device, x.dtype)["orders"][p.order]  # (N, 3): the op of each stage
         for stage in range(3):
             op = orders[:, stage]
             x = _jitter_stage(x, op, p.factors.gather(1, op[:, None]).squeeze(1))
@@ -130,9 +143,13 @@ class DeviceAugment:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """In place: x is always a fresh tensor here, and on a CPU a new one costs page faults."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        mean, std = self._mean_std(x.device, x.dtype)
         return x.sub_(mean).div_(std)
+
+    @functools.cache
+    def _mean_std(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1),
+                torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1))
 
     def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, 3, H, W) -> normalised float32, augmented when ``train``."""

@@ -46,6 +46,7 @@ class CachedBatches:
         shuffle: bool,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        done: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
@@ -53,6 +54,8 @@ class CachedBatches:
         self.images, self.rows, self.labels = images, rows.to(images.device), labels.to(images.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.done = done  # batches of the current epoch already trained (Lightning's own count)
+        self._resume: dict | None = None
 
     def _indices(self) -> np.ndarray:
         order = epoch_order(len(self.labels), self.seed, self.epoch(), self.shuffle)
@@ -64,9 +67,19 @@ class CachedBatches:
         n = len(self.labels) // self.world_size if self.world_size > 1 else len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    # Stateful, so a run interrupted mid-epoch resumes with the batches it had not trained on yet
+    # (Lightning saves this in the checkpoint and restores it before iterating again).
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch(), "done": self.done()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        skip, self._resume = (self._resume or {}), None
+        first = skip.get("done", 0) if skip.get("epoch") == self.epoch() else 0
         order = torch.from_numpy(self._indices()).to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.images.index_select(0, self.rows[idx]), self.labels[idx]
 

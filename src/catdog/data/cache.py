@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
 from catdog.data.files import FileList
 from catdog.errors import UserError
+from catdog.preflight import check_space
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when decoding or resizing changes, so old caches are not reused
@@ -208,6 +209,8 @@ def decode_all(
             # Another job may have built it while we waited for the lock.
             loaded = _load_record(record_path, key, size, with_pixels)
             if loaded is None:
+                if with_pixels:
+                    check_space(cache_dir, len(files.paths) * size * size * 3 + (64 << 20), "data.cache_dir")
                 loaded = _build(files, size, record_path, key, with_pixels, workers or os.cpu_count() or 1, max_pixels)
     record, images = loaded
     return _select_good(record, images)

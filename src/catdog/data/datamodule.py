@@ -160,6 +160,9 @@ class CatDogDataModule(L.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer is not None else 0
+
     def _loader(self, split: str, train: bool):
         idx = self.splits[split]
         labels = torch.from_numpy(self.decoded.labels[idx])
@@ -170,7 +173,8 @@ class CatDogDataModule(L.LightningDataModule):
         if self._images is not None:
             rows = torch.from_numpy(self.decoded.rows[idx])
             return CachedBatches(self._images, rows, labels, self.batch_size, shuffle=train, seed=self.seed,
-                                 epoch=self._epoch, rank=rank, world_size=world, drop_last=drop_last)
+                                 epoch=self._epoch, done=self._batches_done, rank=rank, world_size=world,
+                                 drop_last=drop_last)
         dataset = FileImages([self.decoded.paths[i] for i in idx], labels.numpy(), self.image_size)
         sampler = _EpochSampler(len(dataset), self.seed, self._epoch) if train else None
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
@@ -194,12 +198,13 @@ class CatDogDataModule(L.LightningDataModule):
         images = images.permute(0, 3, 1, 2)  # a channels-last view: no copy
         trainer = self.trainer
         train = trainer is not None and trainer.training
-        generator = None
-        if train:  # a function of (seed, epoch, step), so a resumed run draws the same augmentations
+        if train:
+            # Everything random in a training step (augmentation, dropout, MixUp) draws from a seed
+            # made of (seed, epoch, step), not from a running state: a run resumed from any
+            # checkpoint, even one saved mid-epoch, then repeats the uninterrupted run exactly.
             step = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index in the epoch
-            generator = torch.Generator(images.device)
-            generator.manual_seed(int(np.random.SeedSequence([self.seed, trainer.current_epoch, step]).generate_state(1)[0]))
-        return self.augment(images, train=train, generator=generator), labels
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, trainer.current_epoch, step]).generate_state(1)[0]))
+        return self.augment(images, train=train), labels
 
     # -- for the callbacks -----------------------------------------------------------------
 

@@ -4,9 +4,10 @@ Files come in the Kaggle "Dogs vs. Cats" flat layout (``cat.0.jpg``, ``dog.0.jpg
 ``boxes.csv`` giving each animal head's bounding box (ears included), so Grad-CAM can be scored.
 
 Each image is a cluttered background (smooth gradient plus ellipses, rectangles and lines, never
-triangles) with one cartoon head on top. Position, size and colours are drawn from the same
-distributions for both classes; only the ears differ: a cat has two pointed triangles on top, a dog
-two long ellipses drooping down the sides. So the class is in the shape of the ears and nowhere else.
+triangles) with one outlined cartoon head on top, with the same eyes and nose for both classes.
+Position, size and colours are drawn from the same distributions for both classes; only the ears
+differ: a cat has two pointed triangles on top, a dog two long ellipses drooping down the sides.
+So the class is in the shape of the ears and nowhere else (a classifier on mean colour is at chance).
 
 Every image has its own generator seeded from (seed, class, index): the same seed gives
 byte-identical files, and a small run is a prefix of a larger one.
@@ -34,6 +35,7 @@ HEAD_DIAMETER = (0.30, 0.55)  # of the image side
 # Extent of head + ears around the head centre, in head radii, taken over BOTH classes so the
 # head's position distribution does not depend on the class.
 EXTENT_SIDE, EXTENT_TOP, EXTENT_BOTTOM = 1.45, 1.75, 1.2
+BASE_ANGLES = (math.radians(8), math.radians(68))  # a cat ear's base on the head circle, from vertical
 MIN_CONTRAST = 100.0  # RGB distance between head colour and the background it covers
 NOISE_SIGMA = 4.0
 BOX_HEADER = ("file", "x0", "y0", "x1", "y1", "width", "height")
@@ -124,13 +126,14 @@ def render(rng: np.random.Generator, label: int, size: int) -> tuple[Image.Image
     canvas = _gradient(rng, side)
     draw = ImageDraw.Draw(canvas)
     _clutter(rng, draw, side)
-    silhouette, features, line = _head_shapes(rng, label, side)
+    silhouette, face, line = _head_shapes(rng, label, side)
     mask = Image.new("L", (side, side))
-    _draw_silhouette(ImageDraw.Draw(mask), silhouette, 255, 255, line)
+    _draw_silhouette(ImageDraw.Draw(mask), silhouette, (255, 255, 255), line)
     colour = _head_colour(rng, ImageStat.Stat(canvas, mask).mean)
     ink = (25, 25, 25) if sum(colour) > 330 else (235, 235, 235)  # outline, eyes, nose show on any head
-    _draw_silhouette(draw, silhouette, colour, ink, line)
-    for box in features:
+    shade = tuple((c + i) // 2 for c, i in zip(colour, ink))
+    _draw_silhouette(draw, silhouette, (colour, shade, ink), line)
+    for box in face:
         draw.ellipse(box, fill=ink)
     image = canvas.resize((size, size), Image.LANCZOS)
     return _add_noise(rng, image), _shrink_box(mask.getbbox(), size)
@@ -165,20 +168,20 @@ def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, side: int) -> 
 
 
 def _head_shapes(rng: np.random.Generator, label: int, side: int) -> tuple[list, list, int]:
-    """The head silhouette's shapes (head + ears), the ellipses of eyes and nose, the outline width."""
+    """The silhouette (head + ears) as (kind, coords, inner) shapes, the eye and nose boxes, the line width."""
     r = rng.uniform(*HEAD_DIAMETER) * side / 2
     cx = rng.uniform(EXTENT_SIDE * r, side - EXTENT_SIDE * r)
     cy = rng.uniform(EXTENT_TOP * r, side - EXTENT_BOTTOM * r)
     ears = _cat_ears(rng, cx, cy, r) if label == 0 else _dog_ears(rng, cx, cy, r)
     head = ("ellipse", (cx - r, cy - r, cx + r, cy + r), False)
     eye_dx, eye_y, eye_r = 0.38 * r, cy - 0.1 * r, 0.13 * r
-    features = [
+    face = [
         (cx - eye_dx - eye_r, eye_y - eye_r, cx - eye_dx + eye_r, eye_y + eye_r),
         (cx + eye_dx - eye_r, eye_y - eye_r, cx + eye_dx + eye_r, eye_y + eye_r),
         (cx - 0.16 * r, cy + 0.25 * r, cx + 0.16 * r, cy + 0.42 * r),
     ]
     # Cat ears stand behind the head, dog ears hang in front of it.
-    return ([*ears, head] if label == 0 else [head, *ears]), features, max(1, round(0.07 * r))
+    return ([*ears, head] if label == 0 else [head, *ears]), face, max(1, round(0.07 * r))
 
 
 def _cat_ears(rng: np.random.Generator, cx: float, cy: float, r: float) -> list:
@@ -187,10 +190,10 @@ def _cat_ears(rng: np.random.Generator, cx: float, cy: float, r: float) -> list:
     tilt = math.radians(rng.uniform(28, 40))  # apex direction from vertical
     outer, inner = [], []
     for s in (-1, 1):
-        b0, b1 = [np.array((cx + s * r * math.sin(a), cy - r * math.cos(a))) for a in (math.radians(8), math.radians(68))]
+        b0, b1 = (np.array((cx + s * r * math.sin(a), cy - r * math.cos(a))) for a in BASE_ANGLES)
         apex = np.array((cx + s * length * r * math.sin(tilt), cy - length * r * math.cos(tilt)))
         outer.append(("polygon", [tuple(b0), tuple(apex), tuple(b1), (cx, cy)], False))
-        # A darker inner ear, shrunk towards the ear's centre; the head hides its lower part.
+        # An inner ear, shaded towards the outline colour; the head hides its lower part.
         mid = (b0 + b1 + apex) / 3
         inner.append(("polygon", [tuple(mid + 0.6 * (p - mid)) for p in (b0, apex, b1)], True))
     return outer + inner
@@ -213,14 +216,15 @@ def _dog_ears(rng: np.random.Generator, cx: float, cy: float, r: float) -> list:
     return ears
 
 
-def _draw_silhouette(draw: ImageDraw.ImageDraw, shapes: list, fill, outline, width: int) -> None:
+def _draw_silhouette(draw: ImageDraw.ImageDraw, shapes: list, inks: tuple, width: int) -> None:
     """Draw in order, each shape outlined: cartoon edges that set the head apart from the clutter.
 
-    Inner shapes (``inner`` true) get a tone halfway to the outline colour and no outline of their own.
+    ``inks`` is (fill, inner fill, outline); inner shapes (the cats' inner ears) get no outline.
     """
+    fill, inner_fill, outline = inks
     for kind, coords, inner in shapes:
-        if inner and isinstance(fill, tuple):
-            getattr(draw, kind)(coords, fill=tuple((f + o) // 2 for f, o in zip(fill, outline)))
+        if inner:
+            getattr(draw, kind)(coords, fill=inner_fill)
         else:
             getattr(draw, kind)(coords, fill=fill, outline=outline, width=width)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 from functools import partial
 
 import lightning as L
@@ -18,10 +19,11 @@ from catdog.errors import UserError
 
 
 def _metrics(num_classes: int, prefix: str, full: bool) -> MetricCollection:
-    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    # validate_args=False: the checks read values back from the GPU, a stall on every step.
+    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
     if full:  # AUROC keeps every score until the epoch ends: worth it for val/test, not for train
-        metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
-        metrics["auroc"] = MulticlassAUROC(num_classes)
+        metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+        metrics["auroc"] = MulticlassAUROC(num_classes, validate_args=False)
     return MetricCollection(metrics, prefix=prefix)
 
 
@@ -89,10 +91,41 @@ class Classifier(L.LightningModule):
         x, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        self._watch_loss(loss, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    # -- a non-finite loss stops the run -------------------------------------------------
+
+    def on_train_start(self) -> None:
+        self._first_bad_step = torch.tensor(-1, device=self.device)
+        self._step = torch.tensor(self.trainer.global_step, device=self.device)
+
+    def _watch_loss(self, loss: torch.Tensor, last_of_epoch: bool) -> None:
+        """Note the first step whose loss is nan or inf, on the device (no wait for the GPU); look at
+        it every step on a CPU, every 50 steps on a GPU, and always before an epoch's checkpoint."""
+        bad = ~torch.isfinite(loss.detach())
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), self._step, self._first_bad_step)
+        self._step += 1
+        if self.device.type == "cpu" or last_of_epoch or self.trainer.global_step % 50 == 0:
+            self._stop_if_loss_was_bad()
+
+    def _stop_if_loss_was_bad(self) -> None:
+        step = int(self._first_bad_step)
+        if step < 0:
+            return
+        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        last = Path(folder, "last.ckpt") if folder else None
+        saved = str(last) if last is not None and last.exists() else "none saved yet"
+        raise UserError(
+            f"the training loss became nan or inf at epoch {self.trainer.current_epoch}, step {step}: training stopped; "
+            f"the last good checkpoint is kept ({saved}). Try a lower optimizer.lr (it is {self._lr():g})"
+        )
+
+    def _lr(self) -> float:
+        return self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities, averaged over the image and its mirror image with ``tta_flip``."""
@@ -155,7 +188,7 @@ class Classifier(L.LightningModule):
         so the same schedule config keeps learning to the end at any ``trainer.max_epochs``."""
         given = self.scheduler_factory.keywords
         params = inspect.signature(self.scheduler_factory.func).parameters
-        steps = int(self.trainer.estimated_stepping_batches)
+        steps = self._total_steps()
         length = steps if self.scheduler_interval == "step" else self.trainer.max_epochs
         fill = {
             "total_steps": steps,  # OneCycleLR, stepped per batch
@@ -163,6 +196,18 @@ class Classifier(L.LightningModule):
             "max_lr": optimizer.param_groups[0]["lr"],  # OneCycleLR's peak: the optimizer's lr
         }
         return {k: v for k, v in fill.items() if k in params and k not in given and not (k == "total_steps" and "epochs" in given)}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps in the whole run. Not ``trainer.estimated_stepping_batches``: that starts
+        iterating the training data before a checkpoint's progress is restored, so a run resumed
+        mid-epoch would replay the wrong batches."""
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        batches = len(trainer.datamodule.train_dataloader())
+        limit = trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * trainer.max_epochs)
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""Grad-CAM pictures of what a checkpoint's network looks at, for any images.
+
+    python src/cam.py ckpt_path=last images=/path/to/photo.jpg
+    python src/cam.py ckpt_path=... images=/path/to/folder method=gradcam++ layer=conv2 save_maps=true
+    python src/cam.py ckpt_path=... images=/path/to/folder target=cat   # the evidence for "cat"
+
+For each image, ``<name>.png`` in the run folder (outputs/cam/<time>/): the image as the
+network sees it, the heatmap and the overlay, titled with the prediction and P(dog); with
+``save_maps=true`` also ``<name>.npy``, the map as float32 (image_size, image_size) in [0, 1].
+``predictions.csv`` lists every image with its prediction. Unreadable files are skipped and
+listed in bad_files.csv, as in training.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from catdog.config import register_resolvers
+from catdog.errors import UserError, hydra_task
+
+log = logging.getLogger("catdog.cam")
+register_resolvers()
+
+TITLE_CHARS = 60  # what fits above a 3 x 128 px row in the default font
+
+
+def output_names(paths: list[str], root: str | Path) -> list[str]:
+    """A file name (without suffix) for each image: its path below ``root`` with ``/`` as ``__``;
+    names that would clash (``1.jpg`` and ``1.png``) keep their suffix as ``1_jpg``."""
+    root = Path(root).expanduser()
+    rel = [Path(p).relative_to(root) if root.is_dir() else Path(Path(p).name) for p in paths]
+    bases = ["__".join(r.with_suffix("").parts) for r in rel]
+    counts = Counter(bases)
+    return [b if counts[b] == 1 else f"{b}_{r.suffix.lstrip('.').lower()}" for b, r in zip(bases, rel)]
+
+
+def _target_index(target, classes: list[str]) -> int | None:
+    if target is None or str(target) == "":
+        return None
+    if str(target) in classes:
+        return classes.index(str(target))
+    if isinstance(target, int) and 0 <= target < len(classes):
+        return target
+    raise UserError(f"target={target} is not one of the checkpoint's classes ({', '.join(classes)}); null maps the predicted class")
+
+
+def make_cams(cfg: DictConfig) -> dict:
+    from catdog.data.files import find_unlabelled
+    from catdog.gradcam.cam import METHODS, grad_cam_with_logits
+    from catdog.gradcam.render import Row, cam_grid, save_png
+    from catdog.inference import decode_files, load_model, report_bad, require_some, select_device, to_model_input, uint8_batches
+
+    if cfg.method not in METHODS:
+        raise UserError(f"method={cfg.method} is not one of {', '.join(METHODS)}")
+    model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
+    try:
+        model.net.get_submodule(str(cfg.layer))
+    except AttributeError:
+        convs = [n for n, m in model.net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        raise UserError(f"layer={cfg.layer} is not a module of the network; its conv layers: {', '.join(convs)}") from None
+    target = _target_index(cfg.get("target"), model.classes)
+    files = find_unlabelled(cfg.images, what="images")
+    device = select_device(cfg.get("device", "auto"))
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
+    report_bad(decoded.bad, len(files.paths), out_dir)
+    require_some(len(decoded.paths), len(decoded.bad), cfg.images)
+    names = output_names(decoded.paths, cfg.images)
+    dog = model.classes.index("dog") if "dog" in model.classes else len(model.classes) - 1
+    net = model.net.to(device).eval()
+    records = []
+    for start, batch in uint8_batches(decoded, cfg.data.batch_size):
+        x = to_model_input(batch, model, device)
+        cams, logits = grad_cam_with_logits(net, x, str(cfg.layer), target, str(cfg.method))
+        probs = logits.softmax(dim=1).cpu()
+        cams = cams.cpu()
+        for i in range(len(batch)):
+            name, pred = names[start + i], model.classes[int(probs[i].argmax())]
+            mapped = "" if target is None else f", map of {model.classes[target]}"
+            title = f"{pred}  P({model.classes[dog]})={float(probs[i, dog]):.3f}{mapped}  {Path(decoded.paths[start + i]).name}"
+            row = Row(batch[i].permute(2, 0, 1), cams[i], title[:TITLE_CHARS])
+            save_png(cam_grid([row], str(cfg.colormap)), out_dir / f"{name}.png")
+            if cfg.save_maps:
+                np.save(out_dir / f"{name}.npy", cams[i].numpy().astype(np.float32))
+            records.append((decoded.paths[start + i], f"{name}.png", pred, float(probs[i, dog])))
+
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "picture", "predicted", f"p_{model.classes[dog]}"])
+        writer.writerows((p, png, pred, f"{pd:.6f}") for p, png, pred, pd in records)
+    log.info("%d pictures (%s at %s%s) in %s", len(records), cfg.method, cfg.layer, ", maps as .npy" if cfg.save_maps else "", out_dir)
+    return {"metrics": {"images": len(records), "skipped": len(decoded.bad)}, "objective": math.nan, "out_dir": str(out_dir)}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="cam")
+@hydra_task
+def main(cfg: DictConfig) -> dict:
+    return make_cams(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The job shared by eval.py, predict.py and cam.py: load a checkpoint, decode and check a
+list of image files once, and run them through the network in batches on the right device.
+
+- The checkpoint is read with ``torch.load(weights_only=True)`` semantics (see
+  ``catdog.model.checkpoint``); a bare ``state_dict`` of the original script loads too.
+- Files are decoded at the checkpoint's image size: directly for a few files, through the
+  decoded-image cache (``catdog.data.cache``) for more. A file that does not decode is
+  reported (``bad_files.csv`` plus one warning line), never fatal.
+- Images are normalised as in training (ImageNet mean and std, unless the checkpoint stores
+  others); the network runs in fp32 on a CPU, under bf16 autocast on a GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
+from catdog.data.cache import Decoded, decode_all
+from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
+from catdog.data.files import FileList
+from catdog.errors import UserError
+from catdog.model.checkpoint import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
+from catdog.model.simple_cnn import SimpleCNN
+
+log = logging.getLogger(__name__)
+
+DIRECT_DECODE_MAX = 64  # up to this many files are decoded in-process, without writing a cache
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's network, on the CPU, with what inference needs to know about it."""
+
+    net: SimpleCNN
+    classes: list[str]
+    image_size: int
+    path: str
+    tta_flip: bool = False  # what the training run's model was configured with, if stored
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def class_index(self, name: str) -> int:
+        if name not in self.classes:
+            raise UserError(f"the checkpoint's classes are {', '.join(self.classes)}: it has no class {name!r}")
+        return self.classes.index(name)
+
+
+def _stored(ckpt: dict, *keys: str):
+    """``ckpt[k1][k2]...`` where every level is a dict, else None."""
+    node = ckpt
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:
+    """The network of ``ckpt_path`` (a file, or ``last``: the newest last.ckpt under ``output_root``).
+
+    ``image_size``, when given, must be the one the network was trained at (a clear UserError
+    otherwise); by default it is read from the checkpoint.
+    """
+    path = resolve_ckpt_path(ckpt_path, output_root)
+    if path is None:
+        raise UserError("ckpt_path is not set: add ckpt_path=/path/to/file.ckpt (or ckpt_path=last: the newest "
+                        f"checkpoints/last.ckpt under {output_root}/)")
+    ckpt = load_checkpoint(path)
+    net, classes = net_from_checkpoint(ckpt, expect_image_size=image_size)
+    size = int(image_size or net.image_size)
+    stats = _stored(ckpt, "CatDogDataModule") or {}
+    mean, std = stats.get("mean") or IMAGENET_MEAN, stats.get("std") or IMAGENET_STD
+    return LoadedModel(net, classes, size, path, tta_flip=bool(_stored(ckpt, "catdog", "config", "model", "tta_flip") or False),
+                       mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+
+
+def select_device(name: str | None = "auto") -> torch.device:
+    """``auto``: CUDA when there is a GPU, else the CPU; or any name torch.device accepts."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device name: use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name}: no CUDA GPU is available here; use device=auto or device=cpu")
+    return device
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def _decode_directly(files: FileList, size: int, max_pixels: int) -> Decoded:
+    good, pixels, bad = [], [], []
+    for i, path in enumerate(files.paths):
+        try:
+            pixels.append(load_rgb(path, size, max_pixels))
+            good.append(i)
+        except BadImage as err:
+            bad.append((path, str(err)))
+        except Exception as err:  # anything Pillow raises on hostile input: report, never crash
+            bad.append((path, f"unreadable: {type(err).__name__}: {err}"))
+    images = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+    return Decoded(paths=[files.paths[i] for i in good], labels=np.asarray(files.labels, dtype=np.int64)[good],
+                   classes=files.classes, images=images, rows=np.arange(len(good)), bad=sorted(bad))
+
+
+def decode_files(
+    files: FileList,
+    size: int,
+    cache_dir: str | os.PathLike | None,
+    workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    direct_max: int = DIRECT_DECODE_MAX,
+) -> Decoded:
+    """Every file of ``files`` checked and decoded at ``size`` px, once.
+
+    A few files (``direct_max`` or fewer, or any number without a ``cache_dir``) are decoded
+    here; more go through the decoded-image cache, in parallel, and are reused next time.
+    """
+    if cache_dir is None or len(files.paths) <= direct_max:
+        return _decode_directly(files, size, max_pixels)
+    workers = min(os.cpu_count() or 1, 16) if workers is None else max(1, workers)
+    return decode_all(files, size, cache_dir, with_pixels=True, workers=workers, max_pixels=max_pixels)
+
+
+def uint8_batches(decoded: Decoded, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, uint8 (B, S, S, 3) CPU tensor) over the good images of ``decoded``, in order."""
+    if batch_size < 1:
+        raise UserError(f"data.batch_size={batch_size} must be at least 1")
+    for start in range(0, len(decoded.paths), batch_size):
+        rows = decoded.rows[start : start + batch_size]
+        yield start, torch.from_numpy(np.ascontiguousarray(decoded.images[rows]))
+
+
+def to_model_input(images: torch.Tensor, model: LoadedModel, device: torch.device) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> normalised float32 (B, 3, S, S) on ``device``, as validation sees it."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return _normaliser(model.mean, model.std)(x, train=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> DeviceAugment:
+    return DeviceAugment(hflip=0.0, degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0, mean=mean, std=std)
+
+
+# --- running the network -------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def class_log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """float32 (B, classes) log-probabilities; with ``tta_flip`` the mean probability of the
+    image and its mirror image. bf16 autocast on a GPU; fp32 on a CPU, for determinism."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        log_p = net(x).float().log_softmax(dim=1)
+        if tta_flip:
+            mirrored = net(x.flip(-1)).float().log_softmax(dim=1)
+            log_p = torch.logsumexp(torch.stack([log_p, mirrored]), dim=0) - math.log(2.0)
+    return log_p.float()
+
+
+@dataclass
+class Predictions:
+    """The good files, their labels (-1 when unlabelled), class log-probabilities, and the bad files."""
+
+    paths: list[str]
+    labels: np.ndarray
+    log_probs: np.ndarray  # float64 (N, classes), the checkpoint's class order
+    classes: list[str]  # the checkpoint's classes
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def probs(self) -> np.ndarray:
+        return np.exp(self.log_probs)
+
+
+def predict_decoded(model: LoadedModel, decoded: Decoded, device: torch.device, batch_size: int = 64,
+                    tta_flip: bool = False) -> np.ndarray:
+    """float64 (N, classes) log-probabilities of the good images of ``decoded``."""
+    net = model.net.to(device).eval()
+    out = [class_log_probs(net, to_model_input(batch, model, device), tta_flip).cpu()
+           for _, batch in uint8_batches(decoded, batch_size)]
+    return torch.cat(out).double().numpy() if out else np.zeros((0, len(model.classes)))
+
+
+def predict_files(
+    model: LoadedModel,
+    files: FileList,
+    device: torch.device,
+    batch_size: int = 64,
+    tta_flip: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    direct_max: int = DIRECT_DECODE_MAX,
+) -> Predictions:
+    """Decode and check ``files`` once, then P(class) for each good one; bad files are listed."""
+    decoded = decode_files(files, model.image_size, cache_dir, workers, max_pixels, direct_max)
+    log_probs = predict_decoded(model, decoded, device, batch_size, tta_flip)
+    return Predictions(decoded.paths, decoded.labels, log_probs, list(model.classes), list(decoded.bad))
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def report_bad(bad: list[tuple[str, str]], total: int, out_dir: str | os.PathLike | None, note: str = "") -> Path | None:
+    """``bad_files.csv`` (path, reason) in ``out_dir`` and one warning line; nothing when none is bad."""
+    if not bad:
+        return None
+    report = None
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        report = Path(out_dir) / "bad_files.csv"
+        with open(report, "w", newline="") as f:
+            csv.writer(f).writerows([("path", "reason"), *bad])
+    reasons = Counter(reason.split(":")[0] for _, reason in bad)
+    summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+    log.warning("skipped %d of %d files (%s)%s%s", len(bad), total, summary, f": see {report}" if report else "", note)
+    return report
+
+
+def require_some(n_good: int, n_bad: int, where: str) -> None:
+    if n_good == 0:
+        raise UserError(f"none of the {n_bad} images in {where} could be read: see bad_files.csv in the run folder")
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def classification_metrics(log_probs: np.ndarray, targets: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, macro F1, AUROC (one-vs-rest, macro), log loss and the confusion matrix
+    (rows: true class, columns: predicted), with torchmetrics, named as training logs them."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassConfusionMatrix, MulticlassF1Score
+
+    log_p = torch.as_tensor(log_probs, dtype=torch.float64)
+    probs = log_p.exp().float()
+    y = torch.as_tensor(targets, dtype=torch.long)
+    return {
+        "test/acc": float(MulticlassAccuracy(num_classes, average="micro")(probs, y)),
+        "test/f1": float(MulticlassF1Score(num_classes, average="macro")(probs, y)),
+        "test/auroc": float(MulticlassAUROC(num_classes)(probs, y)),
+        "test/loss": float(torch.nn.functional.nll_loss(log_p, y)),  # the log loss, Kaggle's score
+        "confusion_matrix": MulticlassConfusionMatrix(num_classes)(probs, y).tolist(),
+    }

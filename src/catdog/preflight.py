@@ -1,0 +1,70 @@
+"""Checks made before any work starts, so a run cannot fail hours in for want of a folder.
+
+``OutputCheck`` is a Hydra callback: it runs before Hydra creates the run (or sweep) folder,
+which would otherwise fail with a traceback on a read-only or full disk. ``check_space`` is
+called by train.py once it knows the sizes of the checkpoints and the decoded-image cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from catdog.errors import UserError
+
+_PROBE_BYTES = 1 << 20
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Create ``folder`` and write (and flush to disk) a small probe file in it."""
+    folder = Path(folder)
+    probe = folder / f".catdog-probe-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * _PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = "the disk is full" if full else (err.strerror or str(err))
+        raise UserError(f"cannot write to {what} {folder} ({reason}): free some space or point {what} elsewhere") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:  # the folder itself could not be made: nothing to remove
+            pass
+
+
+def check_space(folder: str | os.PathLike, need_bytes: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise UserError(
+            f"{what} {folder} has {free / 2**30:.2f} GiB free but this run needs about {need_bytes / 2**30:.2f} GiB "
+            f"(checkpoints and decoded images): free some space or point {what} elsewhere"
+        )
+
+
+class OutputCheck(Callback):
+    """Fail with one line, before Hydra makes its folders, when the output root is not writable."""
+
+    def _check(self, config: DictConfig) -> None:
+        root = Path(str(config.paths.output_root))
+        try:
+            check_writable(root, "paths.output_root")
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config)

@@ -1,0 +1,101 @@
+"""Test a checkpoint on a labelled folder: accuracy, F1, AUROC, log loss, confusion matrix.
+
+    python src/eval.py ckpt_path=outputs/runs/.../checkpoints/epoch_012.ckpt data.root=/path/to/labelled
+    python src/eval.py ckpt_path=last data.root=/path/to/labelled tta_flip=true
+
+Every image of the folder is evaluated (no split), in either layout (Kaggle's cat.N.jpg /
+dog.N.jpg, or cat/ and dog/ sub-folders), at the checkpoint's image size. Unreadable files
+are skipped and listed in bad_files.csv. Prints a small table and writes metrics.json,
+confusion_matrix.csv, confusion_matrix.png and predictions.csv into the run folder
+(outputs/eval/<time>/).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from catdog.config import register_resolvers
+from catdog.errors import UserError, hydra_task
+
+log = logging.getLogger("catdog.eval")
+register_resolvers()
+
+
+def table(metrics: dict, classes: list[str], header: list[tuple[str, str]]) -> str:
+    """The metrics and the confusion matrix as a few aligned lines of text."""
+    lines = [f"{k:<12}{v}" for k, v in header]
+    names = {"test/acc": "accuracy", "test/f1": "F1 (macro)", "test/auroc": "AUROC", "test/loss": "log loss"}
+    lines += [f"{label:<12}{metrics[key]:.4f}" for key, label in names.items()]
+    width = max(6, *(len(c) + 2 for c in classes))
+    lines.append("confusion matrix (rows: true class, columns: predicted)")
+    lines.append(" " * 12 + "".join(f"{c:>{width}}" for c in classes))
+    for name, row in zip(classes, metrics["confusion_matrix"]):
+        lines.append(f"  {name:<10}" + "".join(f"{int(n):>{width}}" for n in row))
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    from catdog.data.files import find_labelled
+    from catdog.gradcam.render import confusion_matrix_image, save_png
+    from catdog.inference import (classification_metrics, load_model, predict_files, report_bad, require_some,
+                                  select_device)
+
+    model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
+    files = find_labelled(cfg.data.root)
+    unknown = [c for c in files.classes if c not in model.classes]
+    if unknown:
+        raise UserError(f"{cfg.data.root} has classes {', '.join(unknown)} that the checkpoint does not know "
+                        f"(it was trained on {', '.join(model.classes)})")
+    device = select_device(cfg.get("device", "auto"))
+    tta_flip = model.tta_flip if cfg.get("tta_flip") is None else bool(cfg.tta_flip)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    preds = predict_files(model, files, device, cfg.data.batch_size, tta_flip, cfg.data.cache_dir,
+                          cfg.data.get("num_workers"), cfg.data.max_pixels)
+    report_bad(preds.bad, len(files.paths), out_dir)
+    require_some(len(preds.paths), len(preds.bad), cfg.data.root)
+    to_model = np.asarray([model.classes.index(c) for c in files.classes])
+    targets = to_model[preds.labels]
+    metrics = classification_metrics(preds.log_probs, targets, len(model.classes))
+
+    info = {"checkpoint": model.path, "data_root": str(cfg.data.root), "layout": files.layout,
+            "image_size": model.image_size, "tta_flip": tta_flip, "device": str(device), "classes": model.classes,
+            "images": len(preds.paths), "skipped": len(preds.bad)}
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, **info}, indent=2))
+    matrix = np.asarray(metrics["confusion_matrix"])
+    with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["true \\ predicted", *model.classes],
+                                 *([c, *map(int, row)] for c, row in zip(model.classes, matrix))])
+    save_png(confusion_matrix_image(matrix, model.classes, f"accuracy {metrics['test/acc']:.3f}"), out_dir / "confusion_matrix.png")
+    probs = preds.probs
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "predicted", *(f"p_{c}" for c in model.classes)])
+        for path, t, p in zip(preds.paths, targets, probs):
+            writer.writerow([path, model.classes[t], model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
+
+    header = [("checkpoint", model.path), ("data", f"{cfg.data.root} ({files.layout}, {len(preds.paths)} images"
+              f"{f', {len(preds.bad)} skipped' if preds.bad else ''})"),
+              ("settings", f"{model.image_size} px, tta_flip={str(tta_flip).lower()}, {device}")]
+    print(table(metrics, model.classes, header), flush=True)
+    log.info("accuracy %.4f, log loss %.4f: %s", metrics["test/acc"], metrics["test/loss"], out_dir / "metrics.json")
+    scalars = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    return {"metrics": scalars, "objective": scalars["test/acc"], "metrics_json": str(out_dir / "metrics.json")}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra_task
+def main(cfg: DictConfig) -> dict:
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

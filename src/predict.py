@@ -1,0 +1,118 @@
+"""Predict a folder of unlabelled images and write a Kaggle submission.
+
+    python src/predict.py ckpt_path=last data.root=/path/to/test1
+    python src/predict.py ckpt_path=... data.root=/path/to/test1 hard_labels=true   # 0/1 labels
+    python src/predict.py ckpt_path=... data.root=/path/to/test1 tta_flip=true clip_eps=0.01
+
+Writes ``submission.csv`` into the run folder (outputs/predict/<time>/; ``csv_path=`` puts it
+elsewhere) and prints its path last. The format is Kaggle's for test1/ (``N.jpg``): header
+``id,label``, one row per id in numeric order, ``label`` = P(dog) clipped into
+[clip_eps, 1 - clip_eps] (Dogs vs. Cats Redux, scored by log loss), or 0/1 with
+``hard_labels=true`` (the original competition, scored by accuracy).
+
+Files whose name is not a number are predicted too, with their name (without suffix) as id,
+after the numeric ids. Unreadable files are skipped and listed in bad_files.csv; when two
+files give the same id (``1.jpg`` and ``1.png``) the first in path order is used and the
+others are reported. Skipped files have no row: Kaggle wants every id of its test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from catdog.config import register_resolvers
+from catdog.errors import UserError, hydra_task
+
+log = logging.getLogger("catdog.predict")
+register_resolvers()
+
+
+def submission_id(path: str) -> tuple[tuple, str]:
+    """(sort key, id): ``12.jpg`` -> id 12, sorted numerically before any name that is not a number."""
+    stem = Path(path).stem
+    if stem.isascii() and stem.isdigit():
+        return (0, int(stem), ""), str(int(stem))
+    return (1, 0, stem), stem
+
+
+def unique_ids(paths: list[str]) -> tuple[list[int], list[tuple[str, str]], dict[str, list[str]]]:
+    """Indices of the files to keep (the first file of each id, in the order given), the
+    others as (path, reason), and every id that more than one file claims with those files."""
+    first: dict[str, int] = {}
+    claims: dict[str, list[str]] = {}
+    dropped = []
+    for i, path in enumerate(paths):
+        _, ident = submission_id(path)
+        claims.setdefault(ident, []).append(path)
+        if ident in first:
+            dropped.append((path, f"duplicate id: {ident} is also {paths[first[ident]]}, which is used"))
+        else:
+            first[ident] = i
+    return sorted(first.values()), dropped, {k: v for k, v in claims.items() if len(v) > 1}
+
+
+def write_submission(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["id", "label"])
+        writer.writerows(rows)
+
+
+def predict(cfg: DictConfig) -> dict:
+    from catdog.data.files import find_unlabelled
+    from catdog.inference import load_model, predict_files, report_bad, require_some, select_device
+
+    eps = float(cfg.clip_eps)
+    if not 0.0 <= eps < 0.5:
+        raise UserError(f"clip_eps={cfg.clip_eps} must be in [0, 0.5): P(dog) is clipped into [clip_eps, 1 - clip_eps]")
+    model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
+    dog = model.class_index("dog")
+    files = find_unlabelled(cfg.data.root)
+    device = select_device(cfg.get("device", "auto"))
+    tta_flip = model.tta_flip if cfg.get("tta_flip") is None else bool(cfg.tta_flip)
+    out_dir = Path(cfg.paths.output_dir)
+
+    preds = predict_files(model, files, device, cfg.data.batch_size, tta_flip, cfg.data.cache_dir,
+                          cfg.data.get("num_workers"), cfg.data.max_pixels)
+    keep, duplicates, claimed = unique_ids(preds.paths)
+    if claimed:
+        shown = "; ".join(f"{ident}: {', '.join(Path(p).name for p in ps)}" for ident, ps in list(claimed.items())[:5])
+        more = f" and {len(claimed) - 5} more" if len(claimed) > 5 else ""
+        log.error("%d id(s) claimed by more than one file (%s%s): the first file of each is used, the others are in bad_files.csv",
+                  len(claimed), shown, more)
+    bad = preds.bad + duplicates
+    report_bad(bad, len(files.paths), out_dir, note="; unreadable files have no row in the submission")
+    require_some(len(preds.paths), len(preds.bad), cfg.data.root)
+
+    p_dog = preds.probs[keep, dog]
+    predicted = preds.log_probs[keep].argmax(axis=1)
+    if cfg.hard_labels:
+        labels = [str(int(c == dog)) for c in predicted]
+    else:
+        labels = [f"{min(max(float(p), eps), 1.0 - eps):.6g}" for p in p_dog]
+    keyed = sorted((submission_id(preds.paths[i]), label) for i, label in zip(keep, labels))
+    csv_path = Path(cfg.csv_path)
+    write_submission(csv_path, [(ident, label) for (_, ident), label in keyed])
+
+    what = "0/1 labels" if cfg.hard_labels else f"P(dog) clipped to [{eps:g}, {1 - eps:g}]"
+    log.info("%d rows of %s (%d predicted dog), tta_flip=%s", len(keyed), what, int((predicted == dog).sum()),
+             str(tta_flip).lower())
+    print(csv_path, flush=True)
+    return {"metrics": {"rows": len(keyed), "skipped": len(bad)}, "objective": math.nan, "csv": str(csv_path)}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra_task
+def main(cfg: DictConfig) -> dict:
+    return predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""eval.py, predict.py and cam.py end to end, on a checkpoint trained once for the module.
+
+Results are checked against a reference computed here from the checkpoint's weights (decode,
+normalise with ImageNet mean/std, forward, softmax), so a wrong size, normalisation, class
+mapping, TTA or clipping shows. A few runs go through the real command line (exit codes,
+one-line errors, run folders); the rest call the entry functions with a composed config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from catdog.data.decode import load_rgb
+from catdog.errors import UserError
+from catdog.gradcam.cam import grad_cam
+from catdog.inference import load_model
+from catdog.model.simple_cnn import SimpleCNN
+from helpers import TINY, compose_train
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["~logger", "~callbacks.lr_monitor", "callbacks.gradcam=null", "test=false"]
+
+
+# --- fixtures and references -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root) -> dict:
+    """One epoch at 32 px on the synthetic set: its last.ckpt, and the network rebuilt by hand."""
+    from train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(compose_train(out, [f"data.root={synthetic_root}", *TINY, *FAST]))
+    ckpt_path = out / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    net = SimpleCNN(**ckpt["catdog"]["net"])
+    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return {"ckpt": ckpt_path, "output_root": out, "net": net.eval(), "root": synthetic_root}
+
+
+def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = False) -> np.ndarray:
+    x = torch.stack([torch.from_numpy(load_rgb(str(p), size).copy()).permute(2, 0, 1) for p in paths]).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        p = net(x).softmax(dim=1)
+        if flip:
+            p = (p + net(x.flip(-1)).softmax(dim=1)) / 2
+    return p.double().numpy()
+
+
+def run_cli(script: str, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def compose(tmp_path: Path, name: str, overrides: list[str]):
+    return compose_train(tmp_path, ["device=cpu", *overrides], config_name=name)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def one_warning(stdout: str, text: str) -> list[str]:
+    return [line for line in stdout.splitlines() if "[WARNING]" in line and text in line]
+
+
+@pytest.fixture
+def class_folders(tmp_path, trained) -> Path:
+    """A few synthetic images as Cat/ and Dog/ sub-folders (PetImages style), one bad file among them."""
+    root = tmp_path / "PetImages"
+    for cls in ("cat", "dog"):
+        (root / cls.title()).mkdir(parents=True)
+        for i in range(4):
+            shutil.copy(trained["root"] / f"{cls}.{i}.jpg", root / cls.title() / f"{i}.jpg")
+    (root / "Cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+@pytest.fixture
+def test1(tmp_path, trained) -> tuple[Path, dict[str, Path]]:
+    """Kaggle's test1/ layout: N.jpg, plus a duplicate id, a non-numeric name and two bad files."""
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    sources = {"7.jpg": "cat.3.jpg", "2.jpg": "dog.3.jpg", "10.jpg": "cat.4.jpg", "1.jpg": "dog.4.jpg",
+               "1.png": "cat.5.jpg", "extra.jpg": "dog.5.jpg"}
+    for name, source in sources.items():
+        shutil.copy(trained["root"] / source, folder / name)
+    (folder / "5.jpg").write_bytes(b"")
+    (folder / "9.jpg").write_text("this is a text file, not a picture\n")
+    return folder, {name: folder / name for name in sources}
+
+
+# --- eval ------------------------------------------------------------------------------------
+
+
+def test_eval_cli_reports_metrics_on_kaggle_layout(tmp_path, trained):
+    proc = run_cli("eval", f"ckpt_path={trained['ckpt']}", f"data.root={trained['root']}",
+                   f"paths.output_root={tmp_path}", "device=cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for word in ("accuracy", "F1", "AUROC", "log loss", "confusion matrix"):
+        assert word in proc.stdout
+    (run,) = (tmp_path / "eval").iterdir()  # a run folder of its own under outputs/eval/
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (run / "confusion_matrix.png").is_file() and (run / "confusion_matrix.csv").is_file()
+
+    paths = sorted(trained["root"].glob("*.jpg"))
+    labels = np.array([p.name.startswith("dog") for p in paths], dtype=int)
+    ref = reference_probs(trained["net"], paths)
+    assert metrics["images"] == 96 and metrics["layout"] == "kaggle-flat" and metrics["image_size"] == 32
+    assert metrics["test/acc"] == pytest.approx(float((ref.argmax(1) == labels).mean()), abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(float(-np.log(ref[np.arange(96), labels]).mean()), abs=1e-4)
+    assert 0.0 <= metrics["test/auroc"] <= 1.0 and 0.0 <= metrics["test/f1"] <= 1.0
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == 96 and matrix.sum(axis=1).tolist() == [48, 48]
+    assert np.trace(matrix) / 96 == pytest.approx(metrics["test/acc"])
+    rows = {Path(r[0]).name: r for r in read_csv(run / "predictions.csv")[1:]}
+    for p, probs in zip(paths, ref):
+        assert float(rows[p.name][4]) == pytest.approx(probs[1], abs=1e-5)
+
+
+def test_eval_on_class_folders_maps_classes_and_skips_bad_files(tmp_path, trained, class_folders):
+    from eval import evaluate
+
+    result = evaluate(compose(tmp_path, "eval", [f"ckpt_path={trained['ckpt']}", f"data.root={class_folders}"]))
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["layout"] == "class-folders" and metrics["images"] == 8 and metrics["skipped"] == 1
+    assert result["metrics"]["test/acc"] == metrics["test/acc"]
+    bad = read_csv(run / "bad_files.csv")
+    assert bad[0] == ["path", "reason"] and [Path(r[0]).name for r in bad[1:]] == ["broken.jpg"]
+    paths = [class_folders / c / f"{i}.jpg" for c in ("Cat", "Dog") for i in range(4)]
+    ref = reference_probs(trained["net"], paths)
+    labels = np.array([0] * 4 + [1] * 4)
+    assert metrics["test/acc"] == pytest.approx(float((ref.argmax(1) == labels).mean()), abs=1e-6)
+    rows = read_csv(run / "predictions.csv")[1:]
+    assert sorted((r[0], r[1]) for r in rows) == sorted((str(p), p.parent.name.lower()) for p in paths)
+    got = {r[0]: [float(v) for v in r[3:]] for r in rows}
+    np.testing.assert_allclose([got[str(p)] for p in paths], ref, atol=1e-5)
+
+
+def test_bare_original_state_dict_works_with_eval(tmp_path, class_folders):
+    from eval import evaluate
+
+    torch.manual_seed(1)
+    net = SimpleCNN(32).eval()
+    torch.save(net.state_dict(), tmp_path / "student.pth")  # what the original script saved
+    evaluate(compose(tmp_path, "eval", [f"ckpt_path={tmp_path / 'student.pth'}", f"data.root={class_folders}"]))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["image_size"] == 32 and metrics["classes"] == ["cat", "dog"]
+    paths = [Path(r[0]) for r in read_csv(tmp_path / "run" / "predictions.csv")[1:]]
+    ref = reference_probs(net, paths)
+    got = np.array([[float(v) for v in r[3:]] for r in read_csv(tmp_path / "run" / "predictions.csv")[1:]])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_ckpt_path_last_and_the_stored_tta_default(tmp_path, trained):
+    assert load_model("last", trained["output_root"]).path == str(trained["ckpt"])
+    assert load_model(str(trained["ckpt"])).tta_flip is False
+    ckpt = torch.load(trained["ckpt"], weights_only=True)
+    ckpt["catdog"]["config"]["model"]["tta_flip"] = True
+    torch.save(ckpt, tmp_path / "tta.ckpt")
+    assert load_model(str(tmp_path / "tta.ckpt")).tta_flip is True
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+def test_predict_cli_writes_a_kaggle_submission(tmp_path, trained, test1):
+    folder, files = test1
+    proc = run_cli("predict", f"ckpt_path={trained['ckpt']}", f"data.root={folder}", f"paths.output_root={tmp_path}",
+                   "device=cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    csv_path = Path(proc.stdout.strip().splitlines()[-1])  # the path is printed last
+    assert csv_path.is_file() and csv_path.parent.parent == tmp_path / "predict"
+    rows = read_csv(csv_path)
+    assert rows[0] == ["id", "label"]
+    assert [r[0] for r in rows[1:]] == ["1", "2", "7", "10", "extra"]  # numeric order, names after
+    ref = dict(zip(files, reference_probs(trained["net"], files.values())[:, 1]))
+    expected = {"1": "1.jpg", "2": "2.jpg", "7": "7.jpg", "10": "10.jpg", "extra": "extra.jpg"}  # 1.jpg wins over 1.png
+    for ident, label in rows[1:]:
+        assert float(label) == pytest.approx(np.clip(ref[expected[ident]], 0.005, 0.995), abs=1e-5)
+    bad = {Path(r[0]).name: r[1] for r in read_csv(csv_path.parent / "bad_files.csv")[1:]}
+    assert set(bad) == {"5.jpg", "9.jpg", "1.png"} and "duplicate id" in bad["1.png"]
+    assert len(one_warning(proc.stdout, "skipped 3 of 8 files")) == 1
+    assert sum("[ERROR]" in line and "1.jpg, 1.png" in line for line in proc.stdout.splitlines()) == 1
+
+
+def test_predict_clipping_hard_labels_and_tta(tmp_path, trained, test1):
+    from predict import predict
+
+    folder, files = test1
+    good = {k: v for k, v in files.items() if k != "1.png"}
+    order = ["1.jpg", "2.jpg", "7.jpg", "10.jpg", "extra.jpg"]
+    p_dog = dict(zip(good, reference_probs(trained["net"], good.values())[:, 1]))
+    p_tta = dict(zip(good, reference_probs(trained["net"], good.values(), flip=True)[:, 1]))
+    base = [f"ckpt_path={trained['ckpt']}", f"data.root={folder}"]
+
+    def labels(tag: str, overrides: list[str]) -> list[str]:
+        result = predict(compose(tmp_path / tag, "predict", [*base, *overrides]))
+        rows = read_csv(Path(result["csv"]))
+        assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == ["1", "2", "7", "10", "extra"]
+        return [r[1] for r in rows[1:]]
+
+    clipped = labels("clip", ["clip_eps=0.45"])
+    assert [float(v) for v in clipped] == pytest.approx([np.clip(p_dog[n], 0.45, 0.55) for n in order], abs=1e-6)
+    hard = labels("hard", ["hard_labels=true"])
+    assert hard == [str(int(p_dog[n] > 0.5)) for n in order]
+    tta = labels("tta", ["tta_flip=true", "clip_eps=0"])
+    assert [float(v) for v in tta] == pytest.approx([p_tta[n] for n in order], abs=1e-5)
+    assert max(abs(p_tta[n] - p_dog[n]) for n in order) > 1e-4  # the mirror image really was used
+    with pytest.raises(UserError, match="clip_eps"):
+        predict(compose(tmp_path / "bad", "predict", [*base, "clip_eps=0.5"]))
+
+
+# --- cam -------------------------------------------------------------------------------------
+
+
+def test_cam_cli_writes_pictures_and_maps_and_skips_bad_files(tmp_path, trained, test1):
+    folder, files = test1
+    proc = run_cli("cam", f"ckpt_path={trained['ckpt']}", f"images={folder}", f"paths.output_root={tmp_path}",
+                   "save_maps=true", "method=gradcam++", "device=cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "cam").iterdir()
+    pictures = sorted(p.name for p in run.glob("*.png"))
+    assert pictures == sorted(["1_jpg.png", "1_png.png", "2.png", "7.png", "10.png", "extra.png"])
+    with Image.open(run / "7.png") as img:
+        assert img.size == (3 * 128, 128 + 16)  # image | heatmap | overlay, under a title
+    for name, path in [("7", files["7.jpg"]), ("1_png", files["1.png"])]:
+        cam = np.load(run / f"{name}.npy")
+        assert cam.shape == (32, 32) and cam.dtype == np.float32 and cam.min() >= 0 and cam.max() <= 1
+        x = torch.from_numpy(load_rgb(str(path), 32).copy()).permute(2, 0, 1)[None].float() / 255
+        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "conv3", None, "gradcam++")[0].numpy(), atol=1e-4)
+    bad = {Path(r[0]).name for r in read_csv(run / "bad_files.csv")[1:]}
+    assert bad == {"5.jpg", "9.jpg"}
+    assert len(one_warning(proc.stdout, "skipped 2 of 8 files")) == 1
+
+
+def test_cam_on_one_file_with_options(tmp_path, trained, test1):
+    from cam import make_cams
+
+    folder, files = test1
+    base = [f"ckpt_path={trained['ckpt']}", f"images={files['2.jpg']}"]
+    make_cams(compose(tmp_path, "cam", [*base, "method=layercam", "layer=conv2", "target=cat"]))
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.png")) == ["2.png"]
+    assert not list((tmp_path / "run").glob("*.npy"))  # maps only with save_maps=true
+    rows = read_csv(tmp_path / "run" / "predictions.csv")
+    assert rows[1][1] == "2.png" and rows[1][2] in ("cat", "dog")
+    for wrong, message in [("method=gradcam+++", "method"), ("layer=conv9", "conv1, conv2, conv3"), ("target=horse", "target")]:
+        with pytest.raises(UserError, match=message):
+            make_cams(compose(tmp_path / "err", "cam", [*base, wrong]))
+
+
+# --- user errors through the command line ---------------------------------------------------
+
+
+def _malicious_checkpoint(path: Path, marker: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": {"fc1.weight": Payload()}}, path)
+    torch.load(path, weights_only=False)  # the payload is real: unpickling it runs the command
+    assert marker.exists()
+    marker.unlink()
+
+
+@pytest.mark.parametrize("script", ["eval", "predict", "cam"])
+def test_user_errors_exit_2_with_one_line(tmp_path, trained, script):
+    """One failure per script, so each entry point's handling is covered once (a subprocess costs ~5 s)."""
+    data = f"images={trained['root'] / 'cat.0.jpg'}" if script == "cam" else f"data.root={trained['root']}"
+    marker = tmp_path / "pwned"
+    if script == "eval":  # trained at 32 px, asked for 64
+        args, expected = [f"ckpt_path={trained['ckpt']}", "data.image_size=64"], "image_size=32, not 64"
+    elif script == "predict":  # no checkpoint given
+        args, expected = [], "ckpt_path is not set: add ckpt_path="
+    else:  # a checkpoint that would run code
+        _malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+        args, expected = [f"ckpt_path={tmp_path / 'evil.ckpt'}"], "refusing to load"
+    proc = run_cli(script, *args, data, f"paths.output_root={tmp_path}", "device=cpu")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not marker.exists()
