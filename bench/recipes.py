@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "recipes")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
+    parser.add_argument("--jobs", nargs="*", default=[], help="explicit recipe:seed pairs, instead of recipes x seeds")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--then-best-seeds", nargs="*", type=int, default=[])
     parser.add_argument("--parallel", type=int, default=1)
@@ -110,7 +111,8 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             return list(pool.map(guarded, jobs))
 
-    rows = launch([(r, s) for s in args.seeds for r in args.recipes])
+    jobs = [(j.split(":")[0], int(j.split(":")[1])) for j in args.jobs] or [(r, s) for s in args.seeds for r in args.recipes]
+    rows = launch(jobs)
     table = summarise(rows)
     if args.then_best_seeds and table:
         best = table[0]["recipe"]

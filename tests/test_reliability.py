@@ -60,7 +60,8 @@ def test_interrupted_mid_epoch_then_resumed_matches_uninterrupted(tmp_path, synt
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, synthetic_root):
-    poison = ["+callbacks.poison._target_=killer.PoisonWeights", "+callbacks.poison.epoch=1", "+callbacks.poison.batch=2"]
+    poison = ["+callbacks.poison._target_=killer.PoisonWeights", "+callbacks.poison.epoch=1", "+callbacks.poison.batch=2",
+              "callbacks.last_checkpoint.every_minutes=0"]  # last.ckpt after every epoch
     proc = train_cli(tmp_path, "run", synthetic_root, *poison)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -128,7 +128,7 @@ class SweepSummary(Callback):
     @staticmethod
     def sweep_dir(config: DictConfig, output_dir: str | None = None) -> Path:
         sweep = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.sweep.dir"))))
-        if output_dir is not None and sweep not in Path(output_dir).parents:
+        if output_dir is not None and Path(output_dir) != sweep and sweep not in Path(output_dir).parents:
             return Path(output_dir).parent  # the sweep folder was not the job's parent: the job knows best
         return sweep
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from pathlib import Path
 from functools import partial
 
 import lightning as L
@@ -116,8 +115,7 @@ class Classifier(L.LightningModule):
         step = int(self._first_bad_step)
         if step < 0:
             return
-        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-        last = Path(folder, "last.ckpt") if folder else None
+        last = next((c.path for c in self.trainer.callbacks if hasattr(c, "path") and c.path.name == "last.ckpt"), None)
         saved = str(last) if last is not None and last.exists() else "none saved yet"
         raise UserError(
             f"the training loss became nan or inf at epoch {self.trainer.current_epoch}, step {step}: training stopped; "
