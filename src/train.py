@@ -82,7 +82,9 @@ def train(cfg: DictConfig) -> dict:
     except SIGTERMException as stop:  # an orderly stop (SIGTERM or Ctrl-C): InterruptCheckpoint saved it
         raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test") and len(datamodule.splits.get("test", [])) == 0:
+    # With ddp_spawn, setup() ran in the worker processes: this process's datamodule has no splits.
+    has_test = len(datamodule.splits["test"]) > 0 if datamodule.splits else cfg.data.get("test_fraction", 0) > 0
+    if cfg.get("test") and not has_test:
         log.info("no test split (data.test_fraction=0): the validation metrics are the held-out estimate")
     elif cfg.get("test") and not trainer.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.multiprocessing.spawn import ProcessException
 
 from catdog.data.datamodule import CatDogDataModule
 from helpers import TINY, compose_train
@@ -98,8 +97,7 @@ def test_ddp_config_composes_for_gpus(tmp_path):
 
 
 def test_two_cpu_processes_train_and_build_the_cache_once(tmp_path, synthetic_root):
-    # Grad-CAM off here: see test_ddp_with_the_gradcam_logger for why.
-    cfg, calls_log = _ddp_cfg(tmp_path, synthetic_root, "callbacks.gradcam=null")
+    cfg, calls_log = _ddp_cfg(tmp_path, synthetic_root)
     result = train(cfg)
 
     metrics = result["metrics"]
@@ -122,11 +120,6 @@ def test_two_cpu_processes_train_and_build_the_cache_once(tmp_path, synthetic_ro
     assert not list(cache.glob(".*tmp*")), "a cache build left temporary files"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(TypeError, ProcessException),
-    reason="GradCamLogger under DDP: its ThreadPoolExecutor (_writer) does not pickle for ddp_spawn, and "
-           "val_confusion.compute() (a collective under DDP) runs on rank 0 only. Remove this mark once fixed.",
-)
 def test_ddp_with_the_gradcam_logger(tmp_path, synthetic_root):
     cfg, _ = _ddp_cfg(tmp_path, synthetic_root)
     result = train(cfg)
@@ -143,7 +136,7 @@ def test_ddp_from_the_command_line(tmp_path, synthetic_root):
     cpu = [o for o in DDP_CPU if not o.startswith("trainer.strategy=")]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",
-         f"hydra.run.dir={run}", *TINY, *cpu, "data.val_fraction=0.25", "data.test_fraction=0.2", "callbacks.gradcam=null"],
+         f"hydra.run.dir={run}", *TINY, *cpu, "data.val_fraction=0.25", "data.test_fraction=0.2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in rank 0's folder

@@ -26,8 +26,16 @@ def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _is_rank_zero() -> bool:
+    """False in the other processes of a DDP run: Lightning re-runs the command in each rank, in
+    rank zero's folder, and only rank zero may write that run's result.json."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only  # set from LOCAL_RANK etc., then by the strategy
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _write_result(output_dir: str | None, result: dict) -> None:
-    if output_dir:
+    if output_dir and _is_rank_zero():
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / "result.json").write_text(json.dumps(result, indent=2, default=str))
 

@@ -77,7 +77,8 @@ class GradCamLogger(L.Callback):
     # -- per epoch ---------------------------------------------------------------------
 
     def _due(self, trainer: L.Trainer) -> bool:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.fixed is None:
+        """An epoch that gets maps: the same answer on every DDP rank (only rank zero draws them)."""
+        if trainer.sanity_checking or self.fixed is None:
             return False
         epoch = trainer.current_epoch
         return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs
@@ -108,13 +109,16 @@ class GradCamLogger(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._due(trainer):
             return
+        # Under DDP compute() gathers every rank's counts: a collective, so every rank calls it.
+        confusion = getattr(pl_module, "val_confusion", None)
+        matrix = confusion.compute().cpu().numpy() if confusion is not None and confusion.update_called else None
+        if not trainer.is_global_zero:
+            return
         epoch, classes = trainer.current_epoch, trainer.datamodule.classes
         cams, probs = self._cams(pl_module, self.fixed["images"])
         rows = self._rows(self.fixed, cams, probs, classes)
         overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap).cpu()
         grid = cam_grid(rows, self.colormap)
-        confusion = getattr(pl_module, "val_confusion", None)
-        matrix = confusion.compute().cpu().numpy() if confusion is not None and confusion.update_called else None
         self._score(pl_module)
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_epoch, grid, overlays, matrix, classes, epoch, run_dir)
@@ -168,6 +172,16 @@ class GradCamLogger(L.Callback):
         save_png(gallery, run_dir / "gradcam_top_losses.png")
 
     # -- the background writer -----------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        # ddp_spawn pickles the callbacks into each process: a thread pool does not pickle.
+        state = self.__dict__.copy()
+        state["_writer"], state["_pending"] = None, []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam-writer")
 
     def _submit(self, trainer, fn, *args) -> None:
         self._pending = [f for f in self._pending if not f.done()]

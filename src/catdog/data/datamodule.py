@@ -83,7 +83,8 @@ class CatDogDataModule(L.LightningDataModule):
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.val_fraction, self.test_fraction, self.split_seed, self.seed = val_fraction, test_fraction, split_seed, seed
         self.cache, self.cache_dir, self.max_pixels = cache, cache_dir, max_pixels
-        self.num_workers = min(os.cpu_count() or 1, 16) if num_workers is None else num_workers
+        # The CPUs this process may use (a SLURM job's share, not the whole node's), at most 16.
+        self.num_workers = min(len(os.sched_getaffinity(0)), 16) if num_workers is None else num_workers
         self.augment = DeviceAugment(**(augment or {}))
         self.cam_samples, self.report_dir = cam_samples, report_dir
         self.decoded: Decoded | None = None
@@ -203,7 +204,9 @@ class CatDogDataModule(L.LightningDataModule):
             # made of (seed, epoch, step), not from a running state: a run resumed from any
             # checkpoint, even one saved mid-epoch, then repeats the uninterrupted run exactly.
             step = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index in the epoch
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, trainer.current_epoch, step]).generate_state(1)[0]))
+            # Under DDP each rank draws its own augmentations and dropout masks (one process: unchanged).
+            key = [self.seed, trainer.current_epoch, step] + ([trainer.global_rank] if trainer.world_size > 1 else [])
+            torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
         return self.augment(images, train=train), labels
 
     # -- for the callbacks -----------------------------------------------------------------
