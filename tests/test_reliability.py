@@ -55,7 +55,7 @@ def test_interrupted_mid_epoch_then_resumed_matches_uninterrupted(tmp_path, synt
     resumed = train_cli(tmp_path, "second", synthetic_root, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = final_metrics(tmp_path / "second")
-    for name in ("val/acc", "val/loss", "val/acc_best", "train/loss_step"):
+    for name in ("val/acc", "val/loss", "val/acc_best", "train/loss", "train/acc"):
         assert metrics[name] == pytest.approx(uninterrupted[name], abs=1e-6), name
 
 

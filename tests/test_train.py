@@ -41,7 +41,7 @@ def test_training_run_through_compose(tmp_path, synthetic_root):
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert Path(result["best_checkpoint"]).is_file() and "epoch_" in result["best_checkpoint"]
-    assert {"train/loss_epoch", "train/acc", "val/acc", "val/acc_best", "train/lr"} <= scalar_tags(run)
+    assert {"train/loss", "train/loss_step", "train/acc", "val/acc", "val/acc_best", "train/lr"} <= scalar_tags(run)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain data only
     assert ckpt["catdog"]["classes"] == ["cat", "dog"]
     assert ckpt["catdog"]["net"]["image_size"] == 32

@@ -84,7 +84,8 @@ class CatDogDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction, self.split_seed, self.seed = val_fraction, test_fraction, split_seed, seed
         self.cache, self.cache_dir, self.max_pixels = cache, cache_dir, max_pixels
         # The CPUs this process may use (a SLURM job's share, not the whole node's), at most 16.
-        self.num_workers = min(len(os.sched_getaffinity(0)), 16) if num_workers is None else num_workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.num_workers = min(cpus, 16) if num_workers is None else num_workers
         self.augment = DeviceAugment(**(augment or {}))
         self.cam_samples, self.report_dir = cam_samples, report_dir
         self.decoded: Decoded | None = None

@@ -57,7 +57,6 @@ class Classifier(L.LightningModule):
         self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
         n = net.fc2.out_features
         self.mix = _batch_mixing(mixup, cutmix, n)
-        self.train_metrics = _metrics(n, "train/", full=False)
         self.val_metrics = _metrics(n, "val/", full=True)
         self.test_metrics = _metrics(n, "test/", full=True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -91,14 +90,36 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         self._watch_loss(loss, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
-        self.train_metrics.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        self._tally(loss, logits, y)
         return loss
+
+    # -- training metrics: summed on the device, logged sparingly ----------------------------
+    # Not self.log and torchmetrics on every step: their bookkeeping costs more host time than a
+    # whole training step of this small network on a GPU, which would then sit idle.
+
+    def on_train_epoch_start(self) -> None:
+        self._sums = torch.zeros(2, device=self.device)  # summed loss, correct predictions
+        self._seen = 0
+
+    def _tally(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.no_grad():
+            self._sums[0] += loss.detach().float() * len(y)
+            self._sums[1] += (logits.argmax(dim=1) == y).sum()
+        self._seen += len(y)
+        every = self.trainer.log_every_n_steps
+        if every and self.trainer.global_step % every == 0:  # one read-back every few steps, for the curve
+            for logger in self.loggers:
+                logger.log_metrics({"train/loss_step": float(loss)}, step=self.trainer.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        if self._seen:
+            loss, correct = (self._sums / self._seen).tolist()
+            self.log_dict({"train/loss": loss, "train/acc": correct}, prog_bar=True)
 
     # -- a non-finite loss stops the run -------------------------------------------------
 
     def on_train_start(self) -> None:
+        self.on_train_epoch_start()  # Lightning skips that hook for an epoch resumed in the middle
         self._first_bad_step = torch.tensor(-1, device=self.device)
         self._step = torch.tensor(self.trainer.global_step, device=self.device)
 
