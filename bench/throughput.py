@@ -186,7 +186,7 @@ def print_table(r: dict) -> None:
     ours, orig, ceil = r.get("ours", {}).get("images_per_s"), r.get("original_images_per_s"), r.get("ceiling_images_per_s")
     print(f"\n{r['machine']['device']} ({r['machine']['cpus']} CPUs), {r['size']} px, batch {r['batch']}, "
           f"precision {r['precision']}, compile {r['compile']}, {r['images']} Kaggle-shaped JPEGs")
-    print(f"| pipeline | images/s |\n|---|---|")
+    print("| pipeline | images/s |\n|---|---|")
     if orig:
         print(f"| (a) original: ImageFolder + PIL, {r['original_workers']} workers, fp32 | {orig:.1f} |")
     if ours:

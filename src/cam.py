@@ -57,7 +57,8 @@ def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
     from catdog.gradcam.cam import METHODS, grad_cam_with_logits
     from catdog.gradcam.render import Row, cam_grid, save_png
-    from catdog.inference import decode_files, load_model, report_bad, require_some, select_device, to_model_input, uint8_batches
+    from catdog.data.report import report_skipped
+    from catdog.inference import decode_files, load_model, require_some, select_device, to_model_input, uint8_batches
 
     if cfg.method not in METHODS:
         raise UserError(f"method={cfg.method} is not one of {', '.join(METHODS)}")
@@ -74,7 +75,7 @@ def make_cams(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
-    report_bad(decoded.bad, len(files.paths), out_dir)
+    report_skipped(decoded.bad, len(files.paths), out_dir, files.ignored)
     require_some(len(decoded.paths), len(decoded.bad), cfg.images)
     names = output_names(decoded.paths, cfg.images)
     dog = model.classes.index("dog") if "dog" in model.classes else len(model.classes) - 1

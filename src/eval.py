@@ -44,7 +44,8 @@ def table(metrics: dict, classes: list[str], header: list[tuple[str, str]]) -> s
 def evaluate(cfg: DictConfig) -> dict:
     from catdog.data.files import find_labelled
     from catdog.gradcam.render import confusion_matrix_image, save_png
-    from catdog.inference import (classification_metrics, load_model, predict_files, report_bad, require_some,
+    from catdog.data.report import report_skipped
+    from catdog.inference import (classification_metrics, load_model, predict_files, require_some,
                                   select_device)
 
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
@@ -60,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     preds = predict_files(model, files, device, cfg.data.batch_size, tta_flip, cfg.data.cache_dir,
                           cfg.data.get("num_workers"), cfg.data.max_pixels)
-    report_bad(preds.bad, len(files.paths), out_dir)
+    report_skipped(preds.bad, len(files.paths), out_dir, files.ignored)
     require_some(len(preds.paths), len(preds.bad), cfg.data.root)
     to_model = np.asarray([model.classes.index(c) for c in files.classes])
     targets = to_model[preds.labels]

@@ -67,7 +67,8 @@ def write_submission(path: Path, rows: list[tuple[str, str]]) -> None:
 
 def predict(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
-    from catdog.inference import load_model, predict_files, report_bad, require_some, select_device
+    from catdog.data.report import report_skipped
+    from catdog.inference import load_model, predict_files, require_some, select_device
 
     eps = float(cfg.clip_eps)
     if not 0.0 <= eps < 0.5:
@@ -88,7 +89,7 @@ def predict(cfg: DictConfig) -> dict:
         log.error("%d id(s) claimed by more than one file (%s%s): the first file of each is used, the others are in bad_files.csv",
                   len(claimed), shown, more)
     bad = preds.bad + duplicates
-    report_bad(bad, len(files.paths), out_dir, note="; unreadable files have no row in the submission")
+    report_skipped(bad, len(files.paths), out_dir, files.ignored, note="; unreadable files have no row in the submission")
     require_some(len(preds.paths), len(preds.bad), cfg.data.root)
 
     p_dog = preds.probs[keep, dog]

@@ -44,7 +44,7 @@ def uninterrupted(tmp_path_factory, synthetic_root) -> dict:
 @pytest.mark.parametrize("signal_name, exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_interrupted_mid_epoch_then_resumed_matches_uninterrupted(tmp_path, synthetic_root, uninterrupted,
                                                                   signal_name, exit_code):
-    killer = [f"+callbacks.killer._target_=killer.SignalSelf", "+callbacks.killer.epoch=1",
+    killer = ["+callbacks.killer._target_=killer.SignalSelf", "+callbacks.killer.epoch=1",
               "+callbacks.killer.batch=1", f"+callbacks.killer.name={signal_name}"]
     stopped = train_cli(tmp_path, "first", synthetic_root, *killer)
     assert stopped.returncode == exit_code, stopped.stderr[-3000:]

@@ -12,14 +12,11 @@ list of image files once, and run them through the network in batches on the rig
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +24,7 @@ import torch
 
 from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
 from catdog.data.cache import Decoded, decode_all
-from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
+from catdog.data.decode import MAX_PIXELS, try_load_rgb
 from catdog.data.files import FileList
 from catdog.errors import UserError
 from catdog.model.checkpoint import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
@@ -107,13 +104,12 @@ def select_device(name: str | None = "auto") -> torch.device:
 def _decode_directly(files: FileList, size: int, max_pixels: int) -> Decoded:
     good, pixels, bad = [], [], []
     for i, path in enumerate(files.paths):
-        try:
-            pixels.append(load_rgb(path, size, max_pixels))
+        image, reason = try_load_rgb(path, size, max_pixels)
+        if image is None:
+            bad.append((path, reason))
+        else:
+            pixels.append(image)
             good.append(i)
-        except BadImage as err:
-            bad.append((path, str(err)))
-        except Exception as err:  # anything Pillow raises on hostile input: report, never crash
-            bad.append((path, f"unreadable: {type(err).__name__}: {err}"))
     images = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
     return Decoded(paths=[files.paths[i] for i in good], labels=np.asarray(files.labels, dtype=np.int64)[good],
                    classes=files.classes, images=images, rows=np.arange(len(good)), bad=sorted(bad))
@@ -215,22 +211,6 @@ def predict_files(
 
 
 # --- reporting -------------------------------------------------------------------------------
-
-
-def report_bad(bad: list[tuple[str, str]], total: int, out_dir: str | os.PathLike | None, note: str = "") -> Path | None:
-    """``bad_files.csv`` (path, reason) in ``out_dir`` and one warning line; nothing when none is bad."""
-    if not bad:
-        return None
-    report = None
-    if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        report = Path(out_dir) / "bad_files.csv"
-        with open(report, "w", newline="") as f:
-            csv.writer(f).writerows([("path", "reason"), *bad])
-    reasons = Counter(reason.split(":")[0] for _, reason in bad)
-    summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-    log.warning("skipped %d of %d files (%s)%s%s", len(bad), total, summary, f": see {report}" if report else "", note)
-    return report
 
 
 def require_some(n_good: int, n_bad: int, where: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from catdog.data.decode import BadImage, load_rgb
+from catdog.data.decode import try_load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,8 @@ class FileImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            pixels = load_rgb(self.paths[i], self.size)
-        except BadImage as err:
-            log.warning("%s became unreadable during training (%s): using a black image", self.paths[i], err)
+        pixels, reason = try_load_rgb(self.paths[i], self.size)
+        if pixels is None:
+            log.warning("%s became unreadable during training (%s): using a black image", self.paths[i], reason)
             pixels = np.zeros((self.size, self.size, 3), dtype=np.uint8)
         return torch.from_numpy(pixels), int(self.labels[i])

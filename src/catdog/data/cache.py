@@ -25,7 +25,7 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
+from catdog.data.decode import MAX_PIXELS, try_load_rgb
 from catdog.data.files import FileList
 from catdog.errors import UserError
 from catdog.preflight import check_space
@@ -70,15 +70,10 @@ def _init_worker(array_path: str | None) -> None:
 def _decode_one(job: tuple[int, str, int, int]) -> tuple[int, str | None]:
     """Decode file ``index`` into its row of the cache; return the reason it is bad, if it is."""
     index, path, size, max_pixels = job
-    try:
-        pixels = load_rgb(path, size, max_pixels)
-    except BadImage as err:
-        return index, str(err)
-    except Exception as err:  # anything Pillow raises on hostile input: report, never crash the run
-        return index, f"unreadable: {type(err).__name__}: {err}"
-    if _worker_out is not None:
+    pixels, reason = try_load_rgb(path, size, max_pixels)
+    if pixels is not None and _worker_out is not None:
         _worker_out[index] = pixels
-    return index, None
+    return index, reason
 
 
 def _decode_all(paths: list[str], size: int, array_path: str | None, workers: int, max_pixels: int) -> dict[int, str]:

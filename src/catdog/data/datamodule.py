@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +18,7 @@ from catdog.data.batches import CachedBatches, FileImages, epoch_order
 from catdog.data.cache import Decoded, decode_all
 from catdog.data.decode import MAX_PIXELS
 from catdog.data.files import find_labelled
+from catdog.data.report import report_skipped
 from catdog.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class CatDogDataModule(L.LightningDataModule):
         self.decoded: Decoded | None = None
         self.splits: dict[str, np.ndarray] = {}
         self._images: torch.Tensor | None = None
+        self._ignored: list[tuple[str, str]] = []
 
     # -- preparing -------------------------------------------------------------------------
 
@@ -100,6 +101,7 @@ class CatDogDataModule(L.LightningDataModule):
 
     def _decode(self, build: bool) -> Decoded:
         files = find_labelled(self.root)
+        self._ignored = files.ignored
         return decode_all(files, self.image_size, self.cache_dir, with_pixels=self.cache != "off",
                           workers=self.num_workers or 1, max_pixels=self.max_pixels, build=build)
 
@@ -124,20 +126,8 @@ class CatDogDataModule(L.LightningDataModule):
         self._images = self._place_images()
 
     def _report_bad(self) -> None:
-        bad = self.decoded.bad
-        if not bad or (self.trainer is not None and not self.trainer.is_global_zero):
-            return
-        reasons = Counter(reason.split(":")[0] for _, reason in bad)
-        where = ""
-        if self.report_dir:
-            Path(self.report_dir).mkdir(parents=True, exist_ok=True)
-            report = Path(self.report_dir) / "bad_files.csv"
-            with open(report, "w", newline="") as f:
-                csv.writer(f).writerows([("path", "reason"), *bad])
-            where = f": see {report}"
-        total = len(bad) + len(self.decoded.paths)
-        summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-        log.warning("skipped %d of %d files (%s)%s", len(bad), total, summary, where)
+        if self.trainer is None or self.trainer.is_global_zero:
+            report_skipped(self.decoded.bad, len(self.decoded.bad) + len(self.decoded.paths), self.report_dir, self._ignored)
 
     def _device(self) -> torch.device:
         trainer = self.trainer
@@ -167,6 +157,8 @@ class CatDogDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool):
         idx = self.splits[split]
+        if not train:  # one fixed shuffle: files come sorted by class, and every batch should hold both
+            idx = idx[epoch_order(len(idx), self.split_seed, 0, shuffle=True)]
         labels = torch.from_numpy(self.decoded.labels[idx])
         # Drop a ragged last training batch (a batch of one breaks BatchNorm), unless it is the only one.
         drop_last = train and len(idx) >= self.batch_size

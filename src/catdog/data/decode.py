@@ -7,6 +7,7 @@ EXIF orientation is applied; grayscale, CMYK, palette and RGBA images become RGB
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -16,6 +17,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 MAX_PIXELS = 100_000_000  # 10k x 10k: far above any photo, far below a decompression bomb's size
+# What Pillow's format parsers raise on damaged or hostile bytes (found by tests/test_fuzz.py).
+_PARSE_ERRORS = (SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError, struct.error)
 
 
 class BadImage(Exception):
@@ -31,12 +34,14 @@ def _open(path: str, max_pixels: int) -> Image.Image:
             img = Image.open(path)
     except BadImage:
         raise
-    except (UnidentifiedImageError, SyntaxError):
+    except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised content)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage("too large: decompression-bomb guard") from None
     except OSError as err:  # with an errno: the file system said no; without: Pillow's parser did
         raise BadImage(f"unreadable: {err.strerror}" if err.errno else f"truncated or corrupt: {err}") from None
+    except _PARSE_ERRORS as err:
+        raise BadImage(f"truncated or corrupt: {type(err).__name__}: {err}") from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
@@ -54,7 +59,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(img, dtype=np.float32)
+        array = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         peak = float(array.max()) or 1.0
         return Image.fromarray((array * (255.0 / peak)).clip(0, 255).astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
@@ -82,9 +87,20 @@ def load_rgb(path: str, size: int | None = None, max_pixels: int = MAX_PIXELS) -
         return np.asarray(img, dtype=np.uint8)
     except BadImage:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadImage(f"truncated or corrupt: {err}") from None
     except Image.DecompressionBombError:
         raise BadImage("too large: decompression-bomb guard") from None
+    except (OSError, *_PARSE_ERRORS) as err:
+        raise BadImage(f"truncated or corrupt: {type(err).__name__}: {err}") from None
     finally:
         img.close()
+
+
+def try_load_rgb(path: str, size: int | None = None, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """``(pixels, None)``, or ``(None, reason)`` for a file that cannot be used: never raises,
+    so one hostile file cannot stop a folder's worth of decoding."""
+    try:
+        return load_rgb(path, size, max_pixels), None
+    except BadImage as err:
+        return None, str(err)
+    except Exception as err:  # a Pillow failure not seen before: still only this file's problem
+        return None, f"unreadable: {type(err).__name__}: {err}"

@@ -14,10 +14,17 @@ def _box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (xs.view(1, 1, -1) >= x0) & (xs.view(1, 1, -1) <= x1) & (ys.view(1, -1, 1) >= y0) & (ys.view(1, -1, 1) <= y1)
 
 
-def pointing_game(cams: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: does each map's maximum lie inside its box? An all-zero map points nowhere."""
+# Zhang et al. (2016) count a hit within 15 pixels of the box on 224-pixel images: the maximum
+# of a map upsampled from a coarse layer lands to within about one cell of where it points.
+POINTING_TOLERANCE = 15 / 224
+
+
+def pointing_game(cams: torch.Tensor, boxes: torch.Tensor, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:
+    """(N,) bool: does each map's maximum lie inside its box, widened by ``tolerance`` (a fraction
+    of the image side) on every side? An all-zero map points nowhere."""
     n, h, w = cams.shape
-    inside = _box_mask(boxes.to(cams.device), h, w).flatten(1)
+    margin = torch.tensor([-tolerance, -tolerance, tolerance, tolerance], device=cams.device)
+    inside = _box_mask(boxes.to(cams.device) + margin, h, w).flatten(1)
     flat = cams.flatten(1)
     peak = flat.argmax(dim=1)
     return inside.gather(1, peak[:, None]).squeeze(1) & (flat.amax(dim=1) > 0)

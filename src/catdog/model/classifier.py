@@ -109,7 +109,7 @@ class Classifier(L.LightningModule):
         every = self.trainer.log_every_n_steps
         if every and self.trainer.global_step % every == 0:  # one read-back every few steps, for the curve
             for logger in self.loggers:
-                logger.log_metrics({"train/loss_step": float(loss)}, step=self.trainer.global_step)
+                logger.log_metrics({"train/loss_step": float(loss.detach())}, step=self.trainer.global_step)
 
     def on_train_epoch_end(self) -> None:
         if self._seen:

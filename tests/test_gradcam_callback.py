@@ -1,0 +1,93 @@
+"""The Grad-CAM callback in a real training run, and the attention scores it logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from catdog.gradcam.scoring import energy_in_box, pointing_game
+from helpers import TINY, compose_train
+from train import train
+
+
+def events(run: Path) -> tuple[dict, dict]:
+    """{image tag: [steps]}, {scalar tag: [values]} from a run's TensorBoard files."""
+    images, scalars = {}, {}
+    for path in run.glob("tensorboard/events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["images"]:
+            images.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return images, scalars
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, synthetic_root) -> Path:
+    tmp = tmp_path_factory.mktemp("gradcam-run")
+    cfg = compose_train(tmp, [f"data.root={synthetic_root}", *TINY, "trainer.max_epochs=3",
+                              "callbacks.gradcam.every_n_epochs=2", "callbacks.gradcam.score_images=16"])
+    train(cfg)
+    return tmp / "run"
+
+
+def test_maps_logged_at_step_epoch_for_due_epochs_only(run):
+    images, _ = events(run)
+    # every_n_epochs=2 over 3 epochs: epoch 1, and the last epoch (2); never the sanity check.
+    assert sorted(images["gradcam/grid"]) == [1, 2]
+    for i in range(8):
+        assert sorted(images[f"gradcam/sample_{i:02d}"]) == [1, 2]
+    assert sorted(images["val/confusion_matrix"]) == [1, 2]
+    assert (run / "gradcam_grid.png").is_file()
+
+
+def test_scores_logged_where_the_data_has_boxes(run):
+    _, scalars = events(run)
+    assert len(scalars["gradcam/pointing_game"]) == 2 and len(scalars["gradcam/energy_in_box"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in scalars["gradcam/pointing_game"] + scalars["gradcam/energy_in_box"])
+
+
+def test_fixed_images_are_class_balanced_and_the_same_each_time(synthetic_root, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(tmp_path, [f"data.root={synthetic_root}", *TINY])
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    first, again = dm.sample_images(8), dm.sample_images(8)
+    assert first["paths"] == again["paths"] and torch.equal(first["images"], again["images"])
+    assert int(first["labels"].sum()) == 4  # 4 cats, 4 dogs
+    assert set(first["paths"]) <= {dm.decoded.paths[i] for i in dm.splits["val"]}
+    assert first["boxes"] is not None and first["boxes"].shape == (8, 4)
+
+
+# -- the scores themselves ------------------------------------------------------------------
+
+BOX = torch.tensor([[0.25, 0.25, 0.5, 0.5]])
+
+
+def peak_at(x: int, y: int, size: int = 64) -> torch.Tensor:
+    cam = torch.zeros(1, size, size)
+    cam[0, y, x] = 1.0
+    return cam
+
+
+def test_pointing_game_hits_inside_misses_outside():
+    assert pointing_game(peak_at(20, 20), BOX).item()
+    assert not pointing_game(peak_at(60, 60), BOX).item()
+    # Just outside the box: a hit within Zhang et al.'s tolerance, a miss without it.
+    assert pointing_game(peak_at(34, 20), BOX).item()
+    assert not pointing_game(peak_at(34, 20), BOX, tolerance=0.0).item()
+    assert not pointing_game(torch.zeros(1, 64, 64), BOX).item()  # an empty map points nowhere
+
+
+def test_energy_in_box_is_the_share_of_mass_inside():
+    assert energy_in_box(torch.ones(1, 64, 64), BOX).item() == pytest.approx(0.0625, abs=0.01)  # area of the box
+    inside = torch.zeros(1, 64, 64)
+    inside[0, 20:30, 20:30] = 1.0
+    assert energy_in_box(inside, BOX).item() == pytest.approx(1.0)
+    assert energy_in_box(torch.zeros(1, 64, 64), BOX).item() == 0.0
