@@ -48,8 +48,12 @@ def test_default_schedule_keeps_learning_to_the_last_epoch(tmp_path, max_epochs)
     model = instantiate(cfg.model)
     steps_per_epoch = 10
 
+    class FakeData:
+        def train_dataloader(self):
+            return [None] * steps_per_epoch
+
     class FakeTrainer:
-        estimated_stepping_batches = max_epochs * steps_per_epoch
+        max_steps, limit_train_batches, accumulate_grad_batches, datamodule = -1, 1.0, 1, FakeData()
 
     FakeTrainer.max_epochs = max_epochs
     model.trainer = None

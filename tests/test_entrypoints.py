@@ -244,7 +244,7 @@ def test_cam_cli_writes_pictures_and_maps_and_skips_bad_files(tmp_path, trained,
         assert cam.shape == (32, 32) and cam.dtype == np.float32 and cam.min() >= 0 and cam.max() <= 1
         x = torch.from_numpy(load_rgb(str(path), 32).copy()).permute(2, 0, 1)[None].float() / 255
         x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "conv3", None, "gradcam++")[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "relu3", None, "gradcam++")[0].numpy(), atol=1e-4)
     bad = {Path(r[0]).name for r in read_csv(run / "bad_files.csv")[1:]}
     assert bad == {"5.jpg", "9.jpg"}
     assert len(one_warning(proc.stdout, "skipped 2 of 8 files")) == 1

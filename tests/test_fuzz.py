@@ -374,6 +374,7 @@ GOOD = {"1.jpg": "cat.0.jpg", "2.jpg": "dog.0.jpg", "3.jpg": "cat.1.jpg", "4.jpg
         "9 with space.jpg": "cat.2.jpg", "10-ünïcødé-🐶.jpg": "dog.2.jpg"}
 LINKED = {"15.jpg": "3.jpg"}  # a symlink to a good file: predicted like any other
 BAD = {"5.jpg", "6.jpg", "7.png", "8.jpg", "12.jpg", "13.jpg"}
+SET_ASIDE = {"11.jpg", ".14.jpg"}  # a folder named like an image, a hidden file: listed, never read
 
 
 @pytest.fixture(scope="module")
@@ -453,11 +454,12 @@ def test_predict_cli_skips_and_reports_hostile_files(tmp_path, trained, hostile_
     bad = read_csv(csv_path.parent / "bad_files.csv")
     assert bad[0] == ["path", "reason"]
     reasons = {Path(p).name: reason for p, reason in bad[1:]}
-    assert set(reasons) == BAD and all(r.strip() for r in reasons.values()), reasons
+    assert set(reasons) == BAD | SET_ASIDE and all(r.strip() for r in reasons.values()), reasons
     assert reasons["5.jpg"].startswith("empty file") and reasons["8.jpg"].startswith("too large")
+    assert reasons[".14.jpg"].startswith("hidden") and "folder" in reasons["11.jpg"]
     total = len(GOOD) + len(LINKED) + len(BAD)
     (warning,) = warnings_in(proc.stdout)  # one warning line, and only one
-    assert f"skipped {len(BAD)} of {total} files" in warning
+    assert f"skipped {len(BAD)} of {total} files" in warning and f"set aside {len(SET_ASIDE)} other entries" in warning
 
 
 def test_cam_cli_skips_and_reports_hostile_files(tmp_path, trained, hostile_test1):
@@ -474,10 +476,10 @@ def test_cam_cli_skips_and_reports_hostile_files(tmp_path, trained, hostile_test
     rows = read_csv(run / "predictions.csv")
     assert {r[1] for r in rows[1:]} == expected
     reasons = {Path(p).name: reason for p, reason in read_csv(run / "bad_files.csv")[1:]}
-    assert set(reasons) == BAD and all(r.strip() for r in reasons.values()), reasons
+    assert set(reasons) == BAD | SET_ASIDE and all(r.strip() for r in reasons.values()), reasons
     total = len(GOOD) + len(LINKED) + len(BAD)
     (warning,) = warnings_in(proc.stdout)
-    assert f"skipped {len(BAD)} of {total} files" in warning
+    assert f"skipped {len(BAD)} of {total} files" in warning and f"set aside {len(SET_ASIDE)} other entries" in warning
 
 
 @pytest.mark.parametrize("script, where", [("cam", "missing"), ("cam", "empty"), ("predict", "missing"), ("predict", "all-bad")])

@@ -52,7 +52,7 @@ class GradCamLogger(L.Callback):
         self,
         every_n_epochs: int = 1,
         num_images: int = 8,
-        layer: str = "conv3",
+        layer: str = "relu3",
         method: str = "gradcam",
         score_images: int = 128,
         top_losses: int = 8,

@@ -44,6 +44,9 @@ class SimpleCNN(nn.Module):
         norm = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
         self.bn1, self.bn2, self.bn3 = norm(32), norm(64), norm(128)
         self.pool = nn.MaxPool2d(2, 2)
+        # ReLUs as modules (no weights: the state_dict is unchanged) so hooks can see a block's
+        # output after the nonlinearity: Grad-CAM on relu3 weighs only positive evidence.
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
         side = image_size // 8
         # "gap": global average pooling, so fc1 has 128 inputs instead of 128*side*side
         # (51M parameters at 224 px), which over-fits small data sets.
@@ -52,9 +55,9 @@ class SimpleCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        return self.pool(F.relu(self.bn3(self.conv3(x))))
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool(self.relu2(self.bn2(self.conv2(x))))
+        return self.pool(self.relu3(self.bn3(self.conv3(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
