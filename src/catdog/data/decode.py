@@ -62,7 +62,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         array = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         peak = float(array.max()) or 1.0
         return Image.fromarray((array * (255.0 / peak)).clip(0, 255).astype(np.uint8)).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # no copy for the common case
 
 
 def load_rgb(path: str, size: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -78,7 +78,7 @@ def load_rgb(path: str, size: int | None = None, max_pixels: int = MAX_PIXELS) -
             img.draft("RGB", (size, size))
         img.load()
         try:
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: without it Pillow copies every image
         except Exception:  # a corrupt EXIF block: the pixels are still fine, keep them as stored
             pass
         img = _to_rgb(img)

@@ -36,11 +36,12 @@ def _is_image_name(path: Path) -> bool:
 
 
 def _list_dir(root: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
-    """Image files and sub-folders of ``root``, hidden entries and other files set aside."""
+    """Image files and sub-folders of ``root``, and the image-like entries set aside, with why."""
     files, dirs, ignored = [], [], []
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
-            ignored.append((str(entry), "hidden file or folder"))
+        if entry.name.startswith("."):  # .DS_Store, .git: passed over; a hidden image is reported
+            if _is_image_name(entry):
+                ignored.append((str(entry), "hidden file"))
         elif entry.is_dir() and entry.is_symlink():  # never followed: a link to a parent would loop
             ignored.append((str(entry), "link to a folder, not followed"))
         elif entry.is_dir():
@@ -50,8 +51,7 @@ def _list_dir(root: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]
                 dirs.append(entry)
         elif _is_image_name(entry):
             files.append(entry)
-        else:
-            ignored.append((str(entry), "not an image file name"))
+        # Other files (boxes.csv, Thumbs.db, notes) are passed over silently, as ImageFolder does.
     return files, dirs, ignored
 
 
