@@ -33,6 +33,25 @@ def synthetic_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synthetic"), n_per_class=48, size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic_root) -> dict:
+    """One epoch at 32 px on the built-in set: its last.ckpt, and the network rebuilt from it by hand."""
+    import torch
+
+    from catdog.model.simple_cnn import SimpleCNN
+    from helpers import TINY, compose_train
+    from train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    fast = ["~logger", "~callbacks.lr_monitor", "callbacks.gradcam=null", "test=false"]
+    train(compose_train(out, [f"data.root={synthetic_root}", *TINY, *fast]))
+    ckpt_path = out / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    net = SimpleCNN(**ckpt["catdog"]["net"])
+    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return {"ckpt": ckpt_path, "output_root": out, "net": net.eval(), "root": synthetic_root}
+
+
 @pytest.fixture
 def kaggle_sample() -> Path:
     if not (KAGGLE_SAMPLE / "train").is_dir():

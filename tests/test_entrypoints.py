@@ -27,27 +27,12 @@ from catdog.errors import UserError
 from catdog.gradcam.cam import grad_cam
 from catdog.inference import load_model
 from catdog.model.simple_cnn import SimpleCNN
-from helpers import TINY, compose_train
+from helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["~logger", "~callbacks.lr_monitor", "callbacks.gradcam=null", "test=false"]
 
 
 # --- fixtures and references -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, synthetic_root) -> dict:
-    """One epoch at 32 px on the synthetic set: its last.ckpt, and the network rebuilt by hand."""
-    from train import train
-
-    out = tmp_path_factory.mktemp("trained")
-    train(compose_train(out, [f"data.root={synthetic_root}", *TINY, *FAST]))
-    ckpt_path = out / "run" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    net = SimpleCNN(**ckpt["catdog"]["net"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    return {"ckpt": ckpt_path, "output_root": out, "net": net.eval(), "root": synthetic_root}
 
 
 def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = False) -> np.ndarray:

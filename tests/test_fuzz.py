@@ -32,8 +32,6 @@ from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from catdog.data.cache import decode_all
 from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
 from catdog.data.files import find_labelled
-from catdog.model.simple_cnn import SimpleCNN
-from helpers import TINY, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -369,26 +367,11 @@ def test_pipeline_keeps_good_files_and_reports_every_hostile_one(tmp_path, synth
 
 # --- 3. predict.py and cam.py on a folder with hostile entries ---------------------------------
 
-FAST = ["~logger", "~callbacks.lr_monitor", "callbacks.gradcam=null", "test=false"]
 GOOD = {"1.jpg": "cat.0.jpg", "2.jpg": "dog.0.jpg", "3.jpg": "cat.1.jpg", "4.jpg": "dog.1.jpg",
         "9 with space.jpg": "cat.2.jpg", "10-ünïcødé-🐶.jpg": "dog.2.jpg"}
 LINKED = {"15.jpg": "3.jpg"}  # a symlink to a good file: predicted like any other
 BAD = {"5.jpg", "6.jpg", "7.png", "8.jpg", "12.jpg", "13.jpg"}
 SET_ASIDE = {"11.jpg", ".14.jpg"}  # a folder named like an image, a hidden file: listed, never read
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, synthetic_root) -> dict:
-    """One epoch at 32 px on the synthetic set: its last.ckpt and the network rebuilt from it."""
-    from train import train
-
-    out = tmp_path_factory.mktemp("trained")
-    train(compose_train(out, [f"data.root={synthetic_root}", *TINY, *FAST]))
-    ckpt_path = out / "run" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    net = SimpleCNN(**ckpt["catdog"]["net"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    return {"ckpt": ckpt_path, "net": net.eval(), "root": synthetic_root}
 
 
 @pytest.fixture

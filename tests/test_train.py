@@ -98,3 +98,15 @@ def test_two_job_multirun_from_the_command_line(tmp_path, synthetic_root):
     for job in jobs:
         assert "val/acc" in scalar_tags(job)
         assert json.loads((job / "result.json").read_text())["status"] == "ok"
+
+
+def test_two_runs_started_together_get_two_folders(tmp_path, synthetic_root):
+    # Both stop at once (no such checkpoint) but only after Hydra made their run folders.
+    args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",
+            "ckpt_path=/no/such.ckpt"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in procs:
+        proc.wait(timeout=120)
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and runs[0].name[:10] == runs[1].name[:10]  # same day, different folders
+    assert all(json.loads((run / "result.json").read_text())["status"] == "failed" for run in runs)

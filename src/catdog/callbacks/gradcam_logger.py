@@ -54,7 +54,7 @@ class GradCamLogger(L.Callback):
         num_images: int = 8,
         layer: str = "relu3",
         method: str = "gradcam",
-        score_images: int = 128,
+        score_images: int = 48,
         top_losses: int = 8,
         colormap: str = "jet",
         batch_size: int = 64,

@@ -1,0 +1,70 @@
+"""What the Grad-CAM callback costs per epoch, as a share of the epoch (training and validation).
+
+Runs src/train.py's training in-process for a few epochs and times the callback's per-epoch
+work (``on_validation_epoch_end``, the maps and the hand-off to the writer thread) against
+the wall time of each epoch. Overrides pass through to the config:
+
+    python bench/gradcam_cost.py data.root=outputs/data/synthetic-96px data.image_size=64 trainer.max_epochs=4
+    python bench/gradcam_cost.py data.root=/data/train trainer.max_epochs=3   # real photos: no boxes, no scoring
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from catdog.callbacks.gradcam_logger import GradCamLogger  # noqa: E402
+from helpers import compose_train  # noqa: E402
+from train import train  # noqa: E402
+
+
+class EpochClock(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(time.perf_counter() - self._start)
+
+
+def main() -> None:
+    spent: list[float] = []
+    real = GradCamLogger.on_validation_epoch_end
+
+    def timed(self, trainer, pl_module):
+        start = time.perf_counter()
+        real(self, trainer, pl_module)
+        if not trainer.sanity_checking:
+            spent.append(time.perf_counter() - start)
+
+    GradCamLogger.on_validation_epoch_end = timed
+    clock = EpochClock()
+    import catdog.config  # noqa: F401  (resolvers)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_train(Path(tmp), ["trainer.enable_progress_bar=false", "test=false", *sys.argv[1:]])
+        import train as train_module
+
+        build = train_module.build_callbacks
+        train_module.build_callbacks = lambda c: [*build(c), clock]
+        train(cfg)
+    epoch = statistics.median(clock.epochs[1:] or clock.epochs)
+    cost = statistics.median(spent[1:] or spent)
+    print(f"epoch (training + validation, median): {epoch:.3f} s")
+    print(f"Grad-CAM callback per epoch (median): {1000 * cost:.1f} ms = {100 * cost / epoch:.2f}% of an epoch")
+
+
+if __name__ == "__main__":
+    main()
