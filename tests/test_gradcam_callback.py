@@ -91,3 +91,46 @@ def test_energy_in_box_is_the_share_of_mass_inside():
     inside[0, 20:30, 20:30] = 1.0
     assert energy_in_box(inside, BOX).item() == pytest.approx(1.0)
     assert energy_in_box(torch.zeros(1, 64, 64), BOX).item() == 0.0
+
+
+# -- the scores mean something -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory) -> dict:
+    """A model trained long enough on the built-in data to look at the heads, and held-out images."""
+    from hydra.utils import instantiate
+
+    from catdog.data.synthetic import generate
+
+    tmp = tmp_path_factory.mktemp("taught")
+    root = generate(tmp / "data", n_per_class=500, size=48, seed=1)
+    cfg = compose_train(tmp, [f"data.root={root}", "data.image_size=48", "data.batch_size=32", "data.num_workers=0",
+                              "trainer.max_epochs=15", "optimizer.lr=0.002", "trainer.precision=32-true", "model.compile=false",
+                              "trainer.enable_progress_bar=false", "callbacks.gradcam=null", "~logger", "~callbacks.lr_monitor",
+                              "test=false"])
+    result = train(cfg)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    from catdog.model.checkpoint import load_checkpoint, net_from_checkpoint
+
+    net, _ = net_from_checkpoint(load_checkpoint(tmp / "run" / "checkpoints" / "last.ckpt"))
+    sample = dm.sample_images(120)
+    return {"net": net, "x": dm.augment(sample["images"], train=False), "labels": sample["labels"],
+            "boxes": sample["boxes"], "val_acc": result["metrics"]["val/acc"]}
+
+
+def test_a_trained_model_points_at_the_head_better_than_chance_or_the_wrong_class(taught):
+    from catdog.gradcam import grad_cam
+
+    assert taught["val_acc"] > 0.8, "the model did not learn: the comparison below would mean nothing"
+    right = grad_cam(taught["net"], taught["x"], "relu3", taught["labels"])
+    wrong = grad_cam(taught["net"], taught["x"], "relu3", 1 - taught["labels"])
+    noise = torch.rand(right.shape, generator=torch.Generator().manual_seed(0))
+    score = {name: pointing_game(maps, taught["boxes"]).float().mean().item()
+             for name, maps in (("right", right), ("wrong", wrong), ("random", noise))}
+    energy = {name: energy_in_box(maps, taught["boxes"]).mean().item()
+              for name, maps in (("right", right), ("wrong", wrong), ("random", noise))}
+    assert score["right"] > score["random"] + 0.2 and score["right"] > score["wrong"] + 0.1, score
+    assert energy["right"] > energy["random"] and energy["right"] > energy["wrong"], energy

@@ -178,7 +178,22 @@ def test_hparams_search_preset_sweeps_lr_and_epochs():
     assert cfg.optimized_metric == "val/acc_best"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+def _have_submitit_launcher() -> bool:
+    try:  # find_spec of a dotted name imports its parent, which may not exist at all
+        return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def test_slurm_launcher_config_says_one_gpu_per_sweep_job():
+    """Read as plain YAML, so it is checked even where the optional plugin is not installed."""
+    conf = OmegaConf.load(ROOT / "conf" / "hydra" / "launcher" / "slurm.yaml")
+    assert list(conf.defaults) == ["submitit_slurm", "_self_"]
+    assert (conf.gpus_per_node, conf.tasks_per_node, conf.nodes) == (1, 1, 1)
+    assert conf.timeout_min > 0 and conf.partition is None
+
+
+@pytest.mark.skipif(not _have_submitit_launcher(),
                     reason="hydra-submitit-launcher is an optional extra: pip install -e '.[slurm]'")
 def test_slurm_launcher_config_composes():
     cfg = compose_with_hydra(["hydra/launcher=slurm"])

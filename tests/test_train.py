@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -110,3 +111,20 @@ def test_two_runs_started_together_get_two_folders(tmp_path, synthetic_root):
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2 and runs[0].name[:10] == runs[1].name[:10]  # same day, different folders
     assert all(json.loads((run / "result.json").read_text())["status"] == "failed" for run in runs)
+
+
+def test_bad_files_are_skipped_reported_and_training_goes_on(tmp_path, synthetic_root):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root, data)
+    (data / "cat.900.jpg").write_bytes(b"")
+    (data / "dog.901.jpg").write_bytes(b"GIF89a not really")
+    (data / "dog.902.jpg").write_bytes((data / "dog.0.jpg").read_bytes()[:300])
+    cfg = compose_train(tmp_path, [f"data.root={data}", *TINY, "callbacks.gradcam=null"])
+    result = train(cfg)
+    assert 0.0 <= result["metrics"]["val/acc"] <= 1.0
+    with open(tmp_path / "run" / "bad_files.csv") as f:
+        reasons = {Path(row[0]).name: row[1] for row in list(csv.reader(f))[1:]}
+    assert set(reasons) == {"cat.900.jpg", "dog.901.jpg", "dog.902.jpg"}
+    assert reasons["cat.900.jpg"].startswith("empty file") and reasons["dog.902.jpg"].startswith("truncated")
