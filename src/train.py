@@ -62,8 +62,8 @@ def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root)
-    if ckpt_path:
-        load_checkpoint(ckpt_path)  # refuses a file that would run code, before Lightning unpickles it
+    if ckpt_path:  # refuse a file that would run code now, not after the data is prepared
+        load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the check reads no weights
 
     check_writable(cfg.paths.output_dir, "the run folder")
     datamodule = instantiate(cfg.data)

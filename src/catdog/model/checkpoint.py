@@ -34,10 +34,16 @@ def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path = "outputs"
     return str(ckpt_path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's contents, unpickling nothing but tensors and plain data."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """The checkpoint's contents, unpickling nothing but tensors and plain data (``mmap``: the
+    tensors stay on disk, memory-mapped, until read)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not (mmap and "mmap can only be used" in str(err)):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # the pre-1.6 format cannot be mapped
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as err:
