@@ -21,7 +21,6 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from catdog.config import register_resolvers
@@ -55,19 +54,14 @@ def _target_index(target, classes: list[str]) -> int | None:
 
 def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
-    from catdog.gradcam.cam import METHODS, grad_cam_with_logits
+    from catdog.gradcam.cam import find_layer, grad_cam_with_logits, weight_fn
     from catdog.gradcam.render import Row, cam_grid, save_png
     from catdog.data.report import report_skipped
     from catdog.inference import decode_files, load_model, require_some, select_device, to_model_input, uint8_batches
 
-    if cfg.method not in METHODS:
-        raise UserError(f"method={cfg.method} is not one of {', '.join(METHODS)}")
+    weight_fn(str(cfg.method))  # a wrong method or layer fails here, before any file is decoded
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
-    try:
-        model.net.get_submodule(str(cfg.layer))
-    except AttributeError:
-        convs = [n for n, m in model.net.named_modules() if isinstance(m, torch.nn.Conv2d)]
-        raise UserError(f"layer={cfg.layer} is not a module of the network; its conv layers: {', '.join(convs)}") from None
+    find_layer(model.net, str(cfg.layer))
     target = _target_index(cfg.get("target"), model.classes)
     files = find_unlabelled(cfg.images, what="images")
     device = select_device(cfg.get("device", "auto"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -28,6 +27,7 @@ from catdog.data.decode import MAX_PIXELS, try_load_rgb
 from catdog.data.files import FileList
 from catdog.errors import UserError
 from catdog.model.checkpoint import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
+from catdog.model import evaluation
 from catdog.model.simple_cnn import SimpleCNN
 
 log = logging.getLogger(__name__)
@@ -159,14 +159,10 @@ def _normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> DeviceAugmen
 
 @torch.inference_mode()
 def class_log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
-    """float32 (B, classes) log-probabilities; with ``tta_flip`` the mean probability of the
-    image and its mirror image. bf16 autocast on a GPU; fp32 on a CPU, for determinism."""
+    """float32 (B, classes) log-probabilities, as in validation (``catdog.model.evaluation``);
+    bf16 autocast on a GPU, fp32 on a CPU, for determinism."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-        log_p = net(x).float().log_softmax(dim=1)
-        if tta_flip:
-            mirrored = net(x.flip(-1)).float().log_softmax(dim=1)
-            log_p = torch.logsumexp(torch.stack([log_p, mirrored]), dim=0) - math.log(2.0)
-    return log_p.float()
+        return evaluation.log_probs(net, x, tta_flip).float()
 
 
 @dataclass
@@ -222,17 +218,15 @@ def require_some(n_good: int, n_bad: int, where: str) -> None:
 
 
 def classification_metrics(log_probs: np.ndarray, targets: np.ndarray, num_classes: int) -> dict:
-    """Accuracy, macro F1, AUROC (one-vs-rest, macro), log loss and the confusion matrix
-    (rows: true class, columns: predicted), with torchmetrics, named as training logs them."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassConfusionMatrix, MulticlassF1Score
+    """The test metrics training logs (accuracy, macro F1, AUROC), the log loss and the confusion
+    matrix (rows: true class, columns: predicted), named as training names them."""
+    from torchmetrics.classification import MulticlassConfusionMatrix
 
     log_p = torch.as_tensor(log_probs, dtype=torch.float64)
     probs = log_p.exp().float()
     y = torch.as_tensor(targets, dtype=torch.long)
     return {
-        "test/acc": float(MulticlassAccuracy(num_classes, average="micro")(probs, y)),
-        "test/f1": float(MulticlassF1Score(num_classes, average="macro")(probs, y)),
-        "test/auroc": float(MulticlassAUROC(num_classes)(probs, y)),
+        **{k: float(v) for k, v in evaluation.metric_collection(num_classes, "test/")(probs, y).items()},
         "test/loss": float(torch.nn.functional.nll_loss(log_p, y)),  # the log loss, Kaggle's score
         "confusion_matrix": MulticlassConfusionMatrix(num_classes)(probs, y).tolist(),
     }

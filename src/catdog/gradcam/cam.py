@@ -67,7 +67,7 @@ def _conv_layer_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
 
 
-def _find_layer(model: nn.Module, layer: str) -> nn.Module:
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
     try:
         return model.get_submodule(layer)
     except AttributeError:
@@ -77,7 +77,7 @@ def _find_layer(model: nn.Module, layer: str) -> nn.Module:
         ) from None
 
 
-def _weight_fn(method: str) -> WeightFn:
+def weight_fn(method: str) -> WeightFn:
     if method not in METHODS:
         raise UserError(f"gradcam method {method!r} is not one of {', '.join(METHODS)}")
     return METHODS[method]
@@ -166,8 +166,8 @@ def grad_cam_with_logits(
     Returns:
         cams: float32 (N, H, W) in [0, 1]; logits: detached float32 (N, num_classes).
     """
-    target_layer = _find_layer(model, layer)
-    weight_fn = _weight_fn(method)
+    target_layer = find_layer(model, layer)
+    weigh = weight_fn(method)
     modes = _eval_mode(model)
     try:
         # Lightning validates under no_grad or inference_mode; both must be lifted here.
@@ -179,7 +179,7 @@ def grad_cam_with_logits(
             score = logits.gather(1, t[:, None]).sum()
             (grads,) = torch.autograd.grad(score, acts)
         acts, grads = acts.detach().float(), grads.float()
-        cam = F.relu((weight_fn(acts, grads) * acts).sum(dim=1, keepdim=True))
+        cam = F.relu((weigh(acts, grads) * acts).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return _normalize(cam[:, 0]), logits.detach().float()
     finally:

@@ -12,18 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from catdog.errors import UserError
-
-
-def _metrics(num_classes: int, prefix: str, full: bool) -> MetricCollection:
-    # validate_args=False: the checks read values back from the GPU, a stall on every step.
-    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
-    if full:  # AUROC keeps every score until the epoch ends: worth it for val/test, not for train
-        metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
-        metrics["auroc"] = MulticlassAUROC(num_classes, validate_args=False)
-    return MetricCollection(metrics, prefix=prefix)
+from catdog.model import evaluation
 
 
 def _batch_mixing(mixup: float, cutmix: float, num_classes: int):
@@ -57,8 +49,8 @@ class Classifier(L.LightningModule):
         self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
         n = net.fc2.out_features
         self.mix = _batch_mixing(mixup, cutmix, n)
-        self.val_metrics = _metrics(n, "val/", full=True)
-        self.test_metrics = _metrics(n, "test/", full=True)
+        self.val_metrics = evaluation.metric_collection(n, "val/")
+        self.test_metrics = evaluation.metric_collection(n, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confusion = MulticlassConfusionMatrix(n)  # drawn each epoch by the Grad-CAM callback
         self.val_acc_best = MaxMetric()
@@ -148,11 +140,7 @@ class Classifier(L.LightningModule):
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities, averaged over the image and its mirror image with ``tta_flip``."""
-        log_p = self(x).float().log_softmax(dim=1)
-        if self.tta_flip:
-            mirrored = self(x.flip(-1)).float().log_softmax(dim=1)
-            log_p = torch.logsumexp(torch.stack([log_p, mirrored]), dim=0) - math.log(2.0)
-        return log_p
+        return evaluation.log_probs(self, x, self.tta_flip)
 
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric):
         x, y = batch
