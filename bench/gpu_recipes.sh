@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 DATA=${DATA:-../shared/data/dogs-vs-cats-200px/train}
 OUT=${RECIPES_OUT:-bench/out/recipes}
-jobs=()
-for seed in 0 1 2; do jobs+=("mixup_tta_ema:$seed" "gap_mixup_tta_ema:$seed"); done
+# JOBS: recipe:seed pairs (recipes in bench/recipes.py)
+read -r -a jobs <<< "${JOBS:-mixup_tta_ema:0 gap_mixup_tta_ema:0 mixup_tta_ema:1 gap_mixup_tta_ema:1 mixup_tta_ema:2 gap_mixup_tta_ema:2}"
 "$PYTHON" bench/recipes.py --data "$DATA" --out "$OUT" --parallel "${PARALLEL:-6}" --jobs "${jobs[@]}" -- \
   "trainer=gpu" "callbacks.model_checkpoint=null" "callbacks.last_checkpoint=null" "+trainer.enable_checkpointing=false" "$@"

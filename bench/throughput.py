@@ -102,7 +102,7 @@ def compute_ceiling(size: int, batch: int, steps: int, device, precision: str, c
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch,), device=device)
     dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=True)  # as conf/optimizer/adam.yaml
     batches = iter(lambda: (x, y), None)
     return _train_steps(model, optimizer, batches, device, dtype, steps, warmup=3 if compile_model else 2)
 
@@ -114,10 +114,28 @@ def cache_build_rate(root: Path, size: int, cache_dir: Path) -> float:
     return len(files.paths) / (time.perf_counter() - start)
 
 
-def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str]) -> dict:
-    """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory."""
+def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[float]]:
+    """Every value of each tag in a run's TensorBoard log, in order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    scalars: dict[str, list[float]] = {}
+    for events in sorted(run_dir.glob("tensorboard/events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in tags:
+            if tag in acc.Tags()["scalars"]:
+                scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return scalars
+
+
+def steady_rate(rates: list[float]) -> float:
+    """The median epoch after the first (which pays for warm-up and compilation)."""
+    rest = rates[1:] or rates
+    return sorted(rest)[len(rest) // 2]
+
+
+def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str]) -> dict:
+    """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory."""
     run_dir = out / "ours-run"
     args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={root}", f"data.image_size={size}",
             f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"data.cache_dir={cache_dir}",
@@ -127,15 +145,9 @@ def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, c
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed:\n{proc.stderr[-4000:]}")
-    scalars = {}
-    for events in run_dir.glob("tensorboard/events.out.tfevents.*"):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"):
-            if tag in acc.Tags()["scalars"]:
-                scalars[tag] = [e.value for e in acc.Scalars(tag)]
+    scalars = read_scalars(run_dir, ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"))
     rates = scalars["perf/train_images_per_s"]
-    steady = sorted(rates[1:] or rates)[len(rates[1:] or rates) // 2]
+    steady = steady_rate(rates)
     return {"wall_s": wall, "images_per_s": steady, "per_epoch": rates, "peak_rss_gib": max(scalars["perf/peak_rss_gib"]),
             "final_val_acc": scalars.get("val/acc", [None])[-1]}
 

@@ -38,15 +38,28 @@ class Params:
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
 
-@functools.cache
+def _once(make):
+    """``make`` cached per argument tuple, so small constant tensors are built once per device:
+    building one from a Python list every step would be a host-to-device copy that waits for the
+    GPU. Under torch.compile ``make`` runs directly and its tensors become constants of the
+    compiled code (Dynamo would otherwise trace through the cache, and warn)."""
+    cached = functools.cache(make)
+    return functools.wraps(make)(lambda *key: make(*key) if torch.compiler.is_compiling() else cached(*key))
+
+
+@_once
 def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Small constant tensors, made once per device: building one from a Python list every step
-    would be a host-to-device copy that waits for the GPU to catch up."""
     return {
         "luma": torch.tensor(_LUMA, device=device, dtype=dtype),
         "eye": torch.eye(3, device=device, dtype=dtype),
         "orders": torch.tensor(_ORDERS, device=device),
     }
+
+
+@_once
+def _mean_std(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1),
+            torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1))
 
 
 def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -143,13 +156,8 @@ class DeviceAugment:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """In place: x is always a fresh tensor here, and on a CPU a new one costs page faults."""
-        mean, std = self._mean_std(x.device, x.dtype)
+        mean, std = _mean_std(self.mean, self.std, x.device, x.dtype)
         return x.sub_(mean).div_(std)
-
-    @functools.cache
-    def _mean_std(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1),
-                torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1))
 
     def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, 3, H, W) -> normalised float32, augmented when ``train``."""
@@ -158,6 +166,11 @@ class DeviceAugment:
             p = self.sample(x.shape[0], x.device, generator)
             x = self.colour(self.geometry(x, p), p)
         return self.normalize(x)
+
+    def train_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """``self(images, train=True)`` drawing from the global generator: the function the
+        DataModule compiles on a GPU, where its ~100 small operations become a few kernels."""
+        return self(images, train=True)
 
 
 def to_uint8_images(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -74,6 +74,7 @@ class CatDogDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         max_pixels: int = MAX_PIXELS,
         augment: dict | None = None,
+        compile_augment: bool = False,
         cam_samples: int = 8,
         report_dir: str | None = None,
     ) -> None:
@@ -87,6 +88,8 @@ class CatDogDataModule(L.LightningDataModule):
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.num_workers = min(cpus, 16) if num_workers is None else num_workers
         self.augment = DeviceAugment(**(augment or {}))
+        self.compile_augment = compile_augment
+        self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
         self.cam_samples, self.report_dir = cam_samples, report_dir
         self.decoded: Decoded | None = None
         self.splits: dict[str, np.ndarray] = {}
@@ -199,8 +202,18 @@ class CatDogDataModule(L.LightningDataModule):
             step = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index in the epoch
             # Under DDP each rank draws its own augmentations and dropout masks (one process: unchanged).
             key = [self.seed, trainer.current_epoch, step] + ([trainer.global_rank] if trainer.world_size > 1 else [])
-            torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        return self.augment(images, train=train), labels
+            _seed_step(int(np.random.SeedSequence(key).generate_state(1)[0]), images.device)
+            return self._augment_training(images), labels
+        return self.augment(images, train=False), labels
+
+    def _augment_training(self, images: torch.Tensor) -> torch.Tensor:
+        if self._train_augment is None:
+            # Compiled, ~100 small operations per batch become a few fused kernels: on a GPU their
+            # launches would otherwise take longer than the training step itself. Every batch has
+            # the same shape (the ragged last one is dropped), so it compiles once.
+            fn = self.augment.train_batch
+            self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
+        return self._train_augment(images)
 
     # -- for the callbacks -----------------------------------------------------------------
 
@@ -248,6 +261,17 @@ class _EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         return iter(epoch_order(self.n, self.seed, self.epoch(), shuffle=True).tolist())
+
+
+def _seed_step(seed: int, device: torch.device) -> None:
+    """Seed the CPU's generator and this device's, not every device's as ``torch.manual_seed``
+    does: that also queues seeds for CUDA, XPU and MTIA, capturing a Python stack trace for each
+    (about 2 ms a step on a small CPU, where the training step itself can take 10 ms)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)
 
 
 def _copy_in_chunks(images: np.ndarray, device: torch.device | None, chunk: int = 256 << 20) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""Host time per training step: how much Python work surrounds each step of ours.
+
+At a tiny image size (8 px by default) the network's own arithmetic is next to nothing, so the
+time per step is the host's: Python, Lightning's hooks, our callbacks and logging, and the
+launch of every operation. On a GPU that host time decides whether the GPU waits: at 20,000
+images/s a step of 64 images has 3.2 ms. Three loops, same model, batch, precision and compile
+setting as the trainer preset this machine gets:
+
+  bare       forward, loss, backward, optimizer step on one batch already on the device
+  lightning  a minimal LightningModule (the same step) in a Trainer with no logger or callbacks
+  ours       src/train.py's train() in this process, on a small built-in data set
+
+    python bench/host_overhead.py                     # CPU: about 2 minutes
+    python bench/host_overhead.py callbacks.gradcam=null   # ours, with an override
+
+Prints ms/step for each and writes bench/out/host_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from catdog.config import CONF_DIR, device_default, register_resolvers  # noqa: E402
+from catdog.data.synthetic import generate  # noqa: E402
+from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
+from throughput import read_scalars, steady_rate  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch(size: int, batch: int, device: torch.device):
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, 2, (batch,), device=device)
+
+
+def _net(size: int, compile_model: bool, device: torch.device) -> torch.nn.Module:
+    net = SimpleCNN(image_size=size).to(device).to(memory_format=torch.channels_last)
+    if compile_model:
+        net.compile()
+    return net
+
+
+def bare(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
+    net = _net(size, compile_model, device)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3, fused=True)
+    x, y = _batch(size, batch, device)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+    for i in range(steps + 10):
+        if i == 10:
+            _sync(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
+class _Minimal(L.LightningModule):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), 1e-3, fused=True)
+
+
+class _Batches:
+    """Batches already on the device (a plain list would be taken for a list of loaders)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class _StepClock(L.Callback):
+    """Wall time of each epoch's batches after the first ten, synchronised with the device."""
+
+    def __init__(self) -> None:
+        self.ms_per_step: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 10:
+            _sync(pl_module.device)
+            self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        _sync(pl_module.device)
+        self.ms_per_step.append(1000 * (time.perf_counter() - self._start) / (trainer.num_training_batches - 10))
+
+
+def minimal_lightning(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
+    batches = _Batches([_batch(size, batch, device) for _ in range(steps + 10)])
+    clock = _StepClock()
+    trainer = L.Trainer(accelerator=device.type, devices=1, precision=precision, max_epochs=2, logger=False,
+                        callbacks=[clock], enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(_Minimal(_net(size, compile_model, device)), train_dataloaders=batches)
+    return clock.ms_per_step[-1]
+
+
+def ours(size: int, batch: int, images: int, epochs: int, overrides: list[str]) -> float:
+    """train() as src/train.py runs it; ms/step from its own perf/train_images_per_s."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from train import train
+
+    register_resolvers()
+    work = Path(tempfile.mkdtemp(prefix="host-overhead-"))
+    root = generate(ROOT / "bench" / "out" / f"synthetic-{images}", n_per_class=images // 2, size=32)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"data.root={root}", f"data.image_size={size}", f"data.batch_size={batch}", "data.val_fraction=0.05",
+            f"trainer.max_epochs={epochs}", f"paths.output_root={work}", f"data.cache_dir={work}/cache",
+            "trainer.enable_progress_bar=false", "test=false", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(work / "run")
+    train(cfg)
+    return 1000 * batch / steady_rate(read_scalars(work / "run", ("perf/train_images_per_s",))["perf/train_images_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps of the bare and minimal loops")
+    parser.add_argument("--images", type=int, default=4000, help="built-in images for ours (95%% train)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of ours; the first is not counted")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["bare", "lightning", "ours"])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "host_overhead.json")
+    parser.add_argument("overrides", nargs="*", help="overrides for ours, e.g. callbacks.gradcam=null")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
+    compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "size": args.size,
+              "batch": args.batch, "precision": precision, "compile": compile_model, "overrides": args.overrides}
+    loops = {"bare": lambda: bare(args.size, args.batch, args.steps, device, precision, compile_model),
+             "lightning": lambda: minimal_lightning(args.size, args.batch, args.steps, device, precision, compile_model),
+             "ours": lambda: ours(args.size, args.batch, args.images, args.epochs, args.overrides)}
+    for name, run in loops.items():
+        if name not in args.skip:
+            result[f"{name}_ms_per_step"] = run()
+            print(f"{name}: {result[f'{name}_ms_per_step']:.2f} ms/step", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
