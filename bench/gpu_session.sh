@@ -27,7 +27,7 @@ fi
 for stage in $STAGES; do
   case $stage in
     speed)
-      timeout "${HOST_LIMIT:-150}" "$PYTHON" bench/host_overhead.py --out "$OUT/host_overhead.json" 2>&1 \
+      timeout "${HOST_LIMIT:-200}" "$PYTHON" bench/host_overhead.py --out "$OUT/host_overhead.json" 2>&1 \
         | tail -20 | tee "$OUT/host_overhead.log"
       timeout "${CHECK_LIMIT:-240}" env PYTHON="$PYTHON" BENCH_OUT="$OUT/gpu_check" EPOCHS="${EPOCHS:-5}" \
         IMAGES="${IMAGES:-25000}" bash bench/gpu_check.sh 2>&1 | tail -30 | tee "$OUT/gpu_check.log"

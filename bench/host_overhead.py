@@ -10,8 +10,13 @@ setting as the trainer preset this machine gets:
   lightning  a minimal LightningModule (the same step) in a Trainer with no logger or callbacks
   ours       src/train.py's train() in this process, on a small built-in data set
 
+and three of ours' parts on their own, per batch: the per-step seeding (torch.manual_seed, and
+ours that seeds only the generators in use), the training augmentation (eager, and compiled as
+the GPU preset runs it) and the optimizer step (Adam's for-loop, foreach and fused forms).
+
     python bench/host_overhead.py                     # CPU: about 2 minutes
-    python bench/host_overhead.py callbacks.gradcam=null   # ours, with an override
+    python bench/host_overhead.py -- callbacks.gradcam=null   # ours, with an override
+    python bench/host_overhead.py --size 224 --skip bare lightning ours   # the parts at full size
 
 Prints ms/step for each and writes bench/out/host_overhead.json.
 """
@@ -36,12 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from catdog.config import CONF_DIR, device_default, register_resolvers  # noqa: E402
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
-from throughput import read_scalars, steady_rate  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from throughput import read_scalars, steady_rate, sync_device  # noqa: E402
 
 
 def _batch(size: int, batch: int, device: torch.device):
@@ -63,14 +63,14 @@ def bare(size: int, batch: int, steps: int, device, precision: str, compile_mode
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
     for i in range(steps + 10):
         if i == 10:
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = F.cross_entropy(net(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(device)
+    sync_device(device)
     return 1000 * (time.perf_counter() - start) / steps
 
 
@@ -108,11 +108,11 @@ class _StepClock(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 10:
-            _sync(pl_module.device)
+            sync_device(pl_module.device)
             self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        _sync(pl_module.device)
+        sync_device(pl_module.device)
         self.ms_per_step.append(1000 * (time.perf_counter() - self._start) / (trainer.num_training_batches - 10))
 
 
@@ -147,6 +147,44 @@ def ours(size: int, batch: int, images: int, epochs: int, overrides: list[str]) 
     return 1000 * batch / steady_rate(read_scalars(work / "run", ("perf/train_images_per_s",))["perf/train_images_per_s"])
 
 
+def _ms(fn, repeats: int, device: torch.device) -> float:
+    for _ in range(3):  # warm-up (and compilation)
+        fn()
+    sync_device(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync_device(device)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def seed_parts(steps: int, device) -> dict[str, float]:
+    from catdog.data.datamodule import _seed_step
+
+    return {"torch.manual_seed": _ms(lambda: torch.manual_seed(1), steps, device),
+            "ours": _ms(lambda: _seed_step(1, device), steps, device)}
+
+
+def augment_parts(size: int, batch: int, steps: int, device) -> dict[str, float]:
+    """The training augmentation of one batch (the original's ranges plus zoom), eager and compiled."""
+    from catdog.data.augment import DeviceAugment
+
+    augment = DeviceAugment(scale=(0.75, 1.0))
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
+    compiled = torch.compile(augment.train_batch, dynamic=False)
+    return {"eager": _ms(lambda: augment.train_batch(images), steps, device),
+            "compiled": _ms(lambda: compiled(images), steps, device)}
+
+
+def optimizer_parts(size: int, steps: int, device) -> dict[str, float]:
+    """One Adam step over SimpleCNN's parameters (fc1 grows with the image size)."""
+    net = SimpleCNN(image_size=size).to(device)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    forms = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+    return {name: _ms(torch.optim.Adam(net.parameters(), 1e-3, **kw).step, steps, device) for name, kw in forms.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=8)
@@ -154,7 +192,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps of the bare and minimal loops")
     parser.add_argument("--images", type=int, default=4000, help="built-in images for ours (95%% train)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of ours; the first is not counted")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["bare", "lightning", "ours"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["bare", "lightning", "ours", "seed", "augment", "optimizer"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "host_overhead.json")
     parser.add_argument("overrides", nargs="*", help="overrides for ours, e.g. callbacks.gradcam=null")
     args = parser.parse_args()
@@ -171,6 +209,13 @@ def main() -> None:
         if name not in args.skip:
             result[f"{name}_ms_per_step"] = run()
             print(f"{name}: {result[f'{name}_ms_per_step']:.2f} ms/step", flush=True)
+    parts = {"seed": lambda: seed_parts(args.steps, device),
+             "augment": lambda: augment_parts(args.size, args.batch, max(5, args.steps // 10), device),
+             "optimizer": lambda: optimizer_parts(args.size, max(5, args.steps // 10), device)}
+    for name, run in parts.items():
+        if name not in args.skip:
+            result[f"{name}_ms"] = run()
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in result[f"{name}_ms"].items()), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

@@ -31,6 +31,9 @@ _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"
 RECIPES: dict[str, list[str]] = {
     "original_seed": ["experiment=seed"],
     "issue_best": _ISSUE_BEST,
+    "mixup": _ISSUE_BEST + ["model.mixup=0.2"],
+    "gap": _ISSUE_BEST + ["model.net.head=gap"],
+    "zoom50": [*_ISSUE_BEST[:-2], "data.augment.scale=[0.5,1.0]", "trainer.max_epochs=100"],
     "tta_ema": _ISSUE_BEST + ["model.tta_flip=true", *_EMA],
     "mixup_tta_ema": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", *_EMA],
     "mixcut_tta_ema": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", "model.cutmix=1.0", *_EMA],
@@ -40,6 +43,8 @@ RECIPES: dict[str, list[str]] = {
     "mixup_tta_ema_ls": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", "model.label_smoothing=0.1", *_EMA],
     "mixup_tta_ema_zoom50": [*_ISSUE_BEST[:-2], "data.augment.scale=[0.5,1.0]", "trainer.max_epochs=100",
                              "model.tta_flip=true", "model.mixup=0.2", *_EMA],
+    "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
+                          "data.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now
 }
 

@@ -39,7 +39,7 @@ from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
 from kaggle_like import generate  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -52,7 +52,7 @@ def _train_steps(model, optimizer, batches, device, autocast_dtype, steps: int, 
     images = 0
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            sync_device(device)
             start, images = time.perf_counter(), 0
         x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -62,7 +62,7 @@ def _train_steps(model, optimizer, batches, device, autocast_dtype, steps: int, 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         images += len(y)
-    _sync(device)
+    sync_device(device)
     return images / (time.perf_counter() - start)
 
 

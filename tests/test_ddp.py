@@ -91,7 +91,8 @@ def test_ddp_config_composes_for_gpus(tmp_path):
     cfg = compose_train(tmp_path, ["trainer=ddp"])
     t = cfg.trainer
     assert (t.strategy, t.accelerator, t.devices, t.num_nodes, t.precision) == ("ddp", "gpu", "auto", 1, "bf16-mixed")
-    assert t._target_ == "lightning.pytorch.trainer.Trainer" and t.max_epochs == 20  # inherited from trainer/default
+    default = compose_train(tmp_path, []).trainer
+    assert t._target_ == "lightning.pytorch.trainer.Trainer" and t.max_epochs == default.max_epochs  # inherited from trainer/default
     assert t.default_root_dir == str(tmp_path / "run")
 
 

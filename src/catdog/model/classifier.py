@@ -202,6 +202,8 @@ class Classifier(L.LightningModule):
             "T_max": length,  # CosineAnnealingLR
             "max_lr": optimizer.param_groups[0]["lr"],  # OneCycleLR's peak: the optimizer's lr
         }
+        if "pct_start" in params and float(given.get("pct_start", params["pct_start"].default) * steps) == 1.0:
+            fill["total_steps"] = steps + 1  # OneCycleLR would divide by zero: its warm-up would end at step 0
         return {k: v for k, v in fill.items() if k in params and k not in given and not (k == "total_steps" and "epochs" in given)}
 
     def _total_steps(self) -> int:
@@ -217,6 +219,14 @@ class Classifier(L.LightningModule):
         return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * trainer.max_epochs)
 
     # -- checkpoints -----------------------------------------------------------------------
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming with a longer run (``trainer.max_epochs`` raised) stretches the LR schedule to
+        the new end: the schedule's length comes from this run (``_run_length_args``), not from
+        the checkpoint, which would end it early (OneCycleLR would even refuse to step on)."""
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in ("total_steps", "_schedule_phases", "T_max"):
+                state.pop(key, None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
