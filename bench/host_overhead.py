@@ -3,8 +3,9 @@
 At a tiny image size (8 px by default) the network's own arithmetic is next to nothing, so the
 time per step is the host's: Python, Lightning's hooks, our callbacks and logging, and the
 launch of every operation. On a GPU that host time decides whether the GPU waits: at 20,000
-images/s a step of 64 images has 3.2 ms. Three loops, same model, batch, precision and compile
-setting as the trainer preset this machine gets:
+images/s a step of 64 images has 3.2 ms. Three loops, with the network and optimizer that
+conf/ composes (with the overrides given), and the precision and compile setting of the
+trainer preset this machine gets:
 
   bare       forward, loss, backward, optimizer step on one batch already on the device
   lightning  a minimal LightningModule (the same step) in a Trainer with no logger or callbacks
@@ -33,6 +34,9 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -49,16 +53,22 @@ def _batch(size: int, batch: int, device: torch.device):
     return x, torch.randint(0, 2, (batch,), device=device)
 
 
-def _net(size: int, compile_model: bool, device: torch.device) -> torch.nn.Module:
-    net = SimpleCNN(image_size=size).to(device).to(memory_format=torch.channels_last)
+def compose_config(overrides: list[str]) -> DictConfig:
+    register_resolvers()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def _net(cfg: DictConfig, size: int, compile_model: bool, device: torch.device) -> torch.nn.Module:
+    net = instantiate(cfg.model.net, image_size=size).to(device).to(memory_format=torch.channels_last)
     if compile_model:
         net.compile()
     return net
 
 
-def bare(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    net = _net(size, compile_model, device)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3, fused=True)
+def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
+    net = _net(cfg, size, compile_model, device)
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     x, y = _batch(size, batch, device)
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
     for i in range(steps + 10):
@@ -75,16 +85,16 @@ def bare(size: int, batch: int, steps: int, device, precision: str, compile_mode
 
 
 class _Minimal(L.LightningModule):
-    def __init__(self, net):
+    def __init__(self, net, optimizer):
         super().__init__()
-        self.net = net
+        self.net, self.optimizer = net, optimizer
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         return F.cross_entropy(self.net(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), 1e-3, fused=True)
+        return self.optimizer(params=self.parameters())
 
 
 class _Batches:
@@ -116,31 +126,26 @@ class _StepClock(L.Callback):
         self.ms_per_step.append(1000 * (time.perf_counter() - self._start) / (trainer.num_training_batches - 10))
 
 
-def minimal_lightning(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
+def minimal_lightning(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
     batches = _Batches([_batch(size, batch, device) for _ in range(steps + 10)])
     clock = _StepClock()
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=precision, max_epochs=2, logger=False,
                         callbacks=[clock], enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    trainer.fit(_Minimal(_net(size, compile_model, device)), train_dataloaders=batches)
+    trainer.fit(_Minimal(_net(cfg, size, compile_model, device), instantiate(cfg.optimizer)), train_dataloaders=batches)
     return clock.ms_per_step[-1]
 
 
 def ours(size: int, batch: int, images: int, epochs: int, overrides: list[str]) -> float:
     """train() as src/train.py runs it; ms/step from its own perf/train_images_per_s."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
     from train import train
 
-    register_resolvers()
     work = Path(tempfile.mkdtemp(prefix="host-overhead-"))
     root = generate(ROOT / "bench" / "out" / f"synthetic-{images}", n_per_class=images // 2, size=32)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"data.root={root}", f"data.image_size={size}", f"data.batch_size={batch}", "data.val_fraction=0.05",
-            f"trainer.max_epochs={epochs}", f"paths.output_root={work}", f"data.cache_dir={work}/cache",
-            "trainer.enable_progress_bar=false", "test=false", *overrides])
+    cfg = compose_config([
+        f"data.root={root}", f"data.image_size={size}", f"data.batch_size={batch}", "data.val_fraction=0.05",
+        f"trainer.max_epochs={epochs}", f"paths.output_root={work}", f"data.cache_dir={work}/cache",
+        "trainer.enable_progress_bar=false", "test=false", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(work / "run")
     train(cfg)
@@ -202,8 +207,9 @@ def main() -> None:
     compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "size": args.size,
               "batch": args.batch, "precision": precision, "compile": compile_model, "overrides": args.overrides}
-    loops = {"bare": lambda: bare(args.size, args.batch, args.steps, device, precision, compile_model),
-             "lightning": lambda: minimal_lightning(args.size, args.batch, args.steps, device, precision, compile_model),
+    cfg = compose_config(["data.root=unused", *args.overrides])
+    loops = {"bare": lambda: bare(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
+             "lightning": lambda: minimal_lightning(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
              "ours": lambda: ours(args.size, args.batch, args.images, args.epochs, args.overrides)}
     for name, run in loops.items():
         if name not in args.skip:
