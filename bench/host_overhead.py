@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -149,7 +150,9 @@ def ours(size: int, batch: int, images: int, epochs: int, overrides: list[str]) 
     with open_dict(cfg):
         cfg.paths.output_dir = str(work / "run")
     train(cfg)
-    return 1000 * batch / steady_rate(read_scalars(work / "run", ("perf/train_images_per_s",))["perf/train_images_per_s"])
+    rates = read_scalars(work / "run", ("perf/train_images_per_s",))["perf/train_images_per_s"]
+    shutil.rmtree(work)
+    return 1000 * batch / steady_rate(rates)
 
 
 def _ms(fn, repeats: int, device: torch.device) -> float:

@@ -1,0 +1,39 @@
+"""The benchmark scripts a GPU lease runs (bench/gpu_session.sh) work end to end, on tiny
+settings on the CPU: a broken script would waste the lease. What they measure is not tested."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_host_overhead_measures_every_loop_and_part(tmp_path):
+    out = tmp_path / "host.json"
+    _run("bench/host_overhead.py", "--steps", "12", "--images", "400", "--epochs", "2", "--skip", "augment",
+         "--out", str(out), "--", "trainer.precision=32-true")
+    result = json.loads(out.read_text())
+    for loop in ("bare", "lightning", "ours"):
+        assert result[f"{loop}_ms_per_step"] > 0
+    assert set(result["seed_ms"]) == {"torch.manual_seed", "ours"}
+    assert set(result["optimizer_ms"]) == {"for-loop", "foreach", "fused"}
+
+
+def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
+    _run("bench/recipes.py", "--data", str(synthetic_root), "--out", str(tmp_path), "--jobs", "defaults:0", "--",
+         "data.image_size=32", "data.batch_size=16", "trainer.max_epochs=2", "data.num_workers=0",
+         "trainer.precision=32-true", "model.compile=false")
+    rows = [json.loads(line) for line in (tmp_path / "recipes.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    assert 0.0 <= rows[0]["val/acc"] <= 1.0 and rows[0]["val/loss"] > 0
+    summary = json.loads((tmp_path / "recipes_summary.json").read_text())
+    assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
