@@ -35,7 +35,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -43,46 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.config import CONF_DIR, device_default, register_resolvers  # noqa: E402
+from catdog.config import device_default  # noqa: E402
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
-from throughput import read_scalars, steady_rate, sync_device  # noqa: E402
-
-
-def _batch(size: int, batch: int, device: torch.device):
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    return x, torch.randint(0, 2, (batch,), device=device)
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-def _net(cfg: DictConfig, size: int, compile_model: bool, device: torch.device) -> torch.nn.Module:
-    net = instantiate(cfg.model.net, image_size=size).to(device).to(memory_format=torch.channels_last)
-    if compile_model:
-        net.compile()
-    return net
+from throughput import build_net, compose_config, compute_ceiling, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
 
 
 def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    net = _net(cfg, size, compile_model, device)
-    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    x, y = _batch(size, batch, device)
-    dtype = torch.bfloat16 if precision.startswith("bf16") else None
-    for i in range(steps + 10):
-        if i == 10:
-            sync_device(device)
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    sync_device(device)
-    return 1000 * (time.perf_counter() - start) / steps
+    return 1000 * batch / compute_ceiling(cfg, size, batch, steps, device, precision, compile_model, warmup=10)
 
 
 class _Minimal(L.LightningModule):
@@ -128,12 +95,12 @@ class _StepClock(L.Callback):
 
 
 def minimal_lightning(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    batches = _Batches([_batch(size, batch, device) for _ in range(steps + 10)])
+    batches = _Batches([resident_batch(size, batch, device) for _ in range(steps + 10)])
     clock = _StepClock()
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=precision, max_epochs=2, logger=False,
                         callbacks=[clock], enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    trainer.fit(_Minimal(_net(cfg, size, compile_model, device), instantiate(cfg.optimizer)), train_dataloaders=batches)
+    trainer.fit(_Minimal(build_net(cfg, size, compile_model, device), instantiate(cfg.optimizer)), train_dataloaders=batches)
     return clock.ms_per_step[-1]
 
 
@@ -210,7 +177,7 @@ def main() -> None:
     compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "size": args.size,
               "batch": args.batch, "precision": precision, "compile": compile_model, "overrides": args.overrides}
-    cfg = compose_config(["data.root=unused", *args.overrides])
+    cfg = compose_config(args.overrides)
     loops = {"bare": lambda: bare(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
              "lightning": lambda: minimal_lightning(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
              "ours": lambda: ours(args.size, args.batch, args.images, args.epochs, args.overrides)}

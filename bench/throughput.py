@@ -26,12 +26,15 @@ import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.config import device_default  # noqa: E402
+from catdog.config import CONF_DIR, device_default, register_resolvers  # noqa: E402
 from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
 from catdog.data.files import find_labelled  # noqa: E402
@@ -44,7 +47,7 @@ def sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_steps(model, optimizer, batches, device, autocast_dtype, steps: int, warmup: int) -> float:
+def train_steps(model, optimizer, batches, device, autocast_dtype, steps: int, warmup: int) -> float:
     """Images per second over ``steps`` training steps, after ``warmup`` untimed ones."""
     loss_fn = torch.nn.CrossEntropyLoss()
     it = iter(batches)
@@ -86,7 +89,7 @@ def original_pipeline(root: Path, size: int, batch: int, steps: int, device, wor
     loader = torch.utils.data.DataLoader(datasets.ImageFolder(view, transform), batch_size=batch, shuffle=True,
                                          num_workers=workers, persistent_workers=workers > 0)
     model = SimpleCNN(size).to(device)
-    return _train_steps(model, torch.optim.Adam(model.parameters(), 1e-3), _forever(loader), device, None, steps, warmup=2)
+    return train_steps(model, torch.optim.Adam(model.parameters(), 1e-3), _forever(loader), device, None, steps, warmup=2)
 
 
 def _forever(loader):
@@ -94,17 +97,39 @@ def _forever(loader):
         yield from loader
 
 
-def compute_ceiling(size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    """The same model at the same precision and memory format, on one batch already on the device."""
-    model = SimpleCNN(size).to(device).to(memory_format=torch.channels_last)
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml as src/train.py composes it, with ``overrides``."""
+    register_resolvers()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=["data.root=unused", *overrides])
+
+
+def build_net(cfg: DictConfig, size: int, compile_model: bool, device: torch.device) -> torch.nn.Module:
+    """The network ``cfg`` names, channels-last on ``device``, compiled as the model would be."""
+    net = instantiate(cfg.model.net, image_size=size).to(device).to(memory_format=torch.channels_last)
     if compile_model:
-        model.compile()
+        net.compile()
+    return net
+
+
+def resident_batch(size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (batch,), device=device)
-    dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=True)  # as conf/optimizer/adam.yaml
-    batches = iter(lambda: (x, y), None)
-    return _train_steps(model, optimizer, batches, device, dtype, steps, warmup=3 if compile_model else 2)
+    return x, torch.randint(0, 2, (batch,), device=device)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
+
+
+def compute_ceiling(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool,
+                    warmup: int | None = None) -> float:
+    """The network and optimizer ``cfg`` names, at the same precision and memory format as ours,
+    training on one batch already on the device: images/s."""
+    net = build_net(cfg, size, compile_model, device)
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    x, y = resident_batch(size, batch, device)
+    warmup = warmup if warmup is not None else 3 if compile_model else 2
+    return train_steps(net, optimizer, iter(lambda: (x, y), None), device, autocast_dtype(precision), steps, warmup)
 
 
 def cache_build_rate(root: Path, size: int, cache_dir: Path) -> float:
@@ -184,7 +209,8 @@ def main() -> None:
         result["original_images_per_s"] = original_pipeline(root, args.size, args.batch, args.original_steps, device, args.original_workers)
         print(f"(a) original: {result['original_images_per_s']:.1f} images/s", flush=True)
     if "ceiling" not in args.skip:
-        result["ceiling_images_per_s"] = compute_ceiling(args.size, args.batch, args.ceiling_steps, device, precision, compile_model)
+        result["ceiling_images_per_s"] = compute_ceiling(compose_config(args.overrides), args.size, args.batch,
+                                                         args.ceiling_steps, device, precision, compile_model)
         print(f"(c) ceiling: {result['ceiling_images_per_s']:.1f} images/s", flush=True)
     if "ours" not in args.skip:
         # A cache of its own: the run's wall time includes building it, as a first run's does.

@@ -22,11 +22,11 @@ def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     return log_p
 
 
-def metric_collection(num_classes: int, prefix: str, full: bool = True) -> MetricCollection:
-    """Accuracy, and with ``full`` macro F1 and AUROC, as ``<prefix>acc`` etc."""
+def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy, macro F1 and AUROC, as ``<prefix>acc``, ``<prefix>f1``, ``<prefix>auroc``."""
     # validate_args=False: the checks read values back from the GPU, a stall on every step.
-    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
-    if full:
-        metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
-        metrics["auroc"] = MulticlassAUROC(num_classes, validate_args=False)
-    return MetricCollection(metrics, prefix=prefix)
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+        "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
+        "auroc": MulticlassAUROC(num_classes, validate_args=False),
+    }, prefix=prefix)
