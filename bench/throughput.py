@@ -4,8 +4,9 @@
 (b) ours, end to end: `src/train.py` itself in a subprocess (decoded cache, augmentation on
     the device, the trainer preset this machine gets), its steady-state epoch throughput read
     from the run's TensorBoard log (`perf/train_images_per_s`, median of epochs after the first);
-(c) the bare compute ceiling: the same model, at the same precision and memory format (and
-    compiled where (b) compiles), training on one batch that already sits on the device.
+(c) the bare compute ceiling: the same network and optimizer (as conf/ composes them), at the
+    same precision and memory format (and compiled where (b) compiles), training on one batch
+    that already sits on the device.
 
 It also times the cache build, and reads (b)'s peak resident memory. Prints a table and writes
 JSON (bench/out/throughput.json by default).
