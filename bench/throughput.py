@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -160,21 +161,32 @@ def steady_rate(rates: list[float]) -> float:
     return sorted(rest)[len(rest) // 2]
 
 
-def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str]) -> dict:
-    """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory."""
+def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str],
+                    limit_s: float | None = None) -> dict:
+    """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory. A run still
+    going after ``limit_s`` is stopped (SIGTERM: it saves and exits) and its finished epochs are
+    reported, so a lease that is too short for every epoch still gets the steady rate."""
     run_dir = out / "ours-run"
     args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={root}", f"data.image_size={size}",
             f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"data.cache_dir={cache_dir}",
             f"hydra.run.dir={run_dir}", f"paths.output_root={out}", "test=false", "trainer.enable_progress_bar=false", *extra]
     start = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=limit_s)
+        stopped = False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate()
+        stopped = True
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"train.py failed:\n{proc.stderr[-4000:]}")
+    if proc.returncode != 0 and not stopped:
+        raise RuntimeError(f"train.py failed:\n{stderr[-4000:]}")
     scalars = read_scalars(run_dir, ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"))
-    rates = scalars["perf/train_images_per_s"]
-    steady = steady_rate(rates)
-    return {"wall_s": wall, "images_per_s": steady, "per_epoch": rates, "peak_rss_gib": max(scalars["perf/peak_rss_gib"]),
+    rates = scalars.get("perf/train_images_per_s", [])
+    return {"wall_s": wall, "epochs": epochs, "epochs_done": len(rates), "stopped_at_limit": stopped,
+            "images_per_s": steady_rate(rates) if rates else None, "per_epoch": rates,
+            "peak_rss_gib": max(scalars.get("perf/peak_rss_gib", [float("nan")])),
             "final_val_acc": scalars.get("val/acc", [None])[-1]}
 
 
@@ -187,6 +199,8 @@ def main() -> None:
     parser.add_argument("--original-steps", type=int, default=8)
     parser.add_argument("--original-workers", type=int, default=0)
     parser.add_argument("--ceiling-steps", type=int, default=10)
+    parser.add_argument("--ours-limit", type=float, default=None, help="stop (b) after this many seconds, reporting its finished epochs")
+    parser.add_argument("--jpegs", type=Path, default=None, help="the Kaggle-shaped set to use (default: generated under --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--skip", nargs="*", default=[], choices=["original", "ours", "ceiling", "cache"])
     parser.add_argument("overrides", nargs="*", help="extra overrides for (b), e.g. trainer.precision=32-true")
@@ -196,7 +210,7 @@ def main() -> None:
     precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
     compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
     args.out.mkdir(parents=True, exist_ok=True)
-    root = generate(args.out / f"kaggle-like-{args.images}", args.images)
+    root = generate(args.jpegs or args.out / f"kaggle-like-{args.images}", args.images)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = {"machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
                           "cpus": os.cpu_count(), "torch": torch.__version__},
@@ -215,8 +229,10 @@ def main() -> None:
         print(f"(c) ceiling: {result['ceiling_images_per_s']:.1f} images/s", flush=True)
     if "ours" not in args.skip:
         # A cache of its own: the run's wall time includes building it, as a first run's does.
-        result["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out, args.out / f"cache-{stamp}-ours", args.overrides)
-        print(f"(b) ours: {result['ours']['images_per_s']:.1f} images/s", flush=True)
+        result["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out, args.out / f"cache-{stamp}-ours",
+                                         args.overrides, args.ours_limit)
+        rate = result["ours"]["images_per_s"]
+        print(f"(b) ours: {rate:.1f} images/s" if rate else "(b) ours: no epoch finished within --ours-limit", flush=True)
     (args.out / "throughput.json").write_text(json.dumps(result, indent=2))
     print_table(result)
 
@@ -239,7 +255,9 @@ def print_table(r: dict) -> None:
     if "cache_build_images_per_s" in r:
         print(f"cache build: {r['cache_build_images_per_s']:.0f} images/s")
     if "ours" in r:
-        print(f"ours: {r['ours']['wall_s']:.1f} s wall for the whole run, peak RSS {r['ours']['peak_rss_gib']:.2f} GiB")
+        o = r["ours"]
+        run = f"stopped at the limit after {o['epochs_done']} of {o['epochs']} epochs" if o["stopped_at_limit"] else f"all {o['epochs']} epochs"
+        print(f"ours: {o['wall_s']:.1f} s wall ({run}), peak RSS {o['peak_rss_gib']:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,18 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
     assert 0.0 <= rows[0]["val/acc"] <= 1.0 and rows[0]["val/loss"] > 0
     summary = json.loads((tmp_path / "recipes_summary.json").read_text())
     assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
+
+
+def test_throughput_reports_every_pipeline_and_stops_ours_at_its_limit(tmp_path):
+    """`make bench` end to end; (b) is far too long for its limit, so it is stopped and reports the
+    epochs it finished: what a short GPU lease relies on (bench/gpu_check.sh's OURS_LIMIT)."""
+    proc = _run("bench/throughput.py", "--images", "40", "--size", "32", "--batch", "8", "--epochs", "100000",
+                "--ours-limit", "30", "--original-steps", "2", "--ceiling-steps", "2", "--out", str(tmp_path), "--",
+                "trainer=cpu", "data.num_workers=0")
+    result = json.loads((tmp_path / "throughput.json").read_text())
+    assert result["cache_build_images_per_s"] > 0
+    assert result["original_images_per_s"] > 0 and result["ceiling_images_per_s"] > 0
+    ours = result["ours"]
+    assert ours["stopped_at_limit"] and 0 < ours["epochs_done"] < 100000, ours
+    assert ours["images_per_s"] > 0 and len(ours["per_epoch"]) == ours["epochs_done"]
+    assert "stopped at the limit after" in proc.stdout
