@@ -200,7 +200,6 @@ def main() -> None:
     parser.add_argument("--original-workers", type=int, default=0)
     parser.add_argument("--ceiling-steps", type=int, default=10)
     parser.add_argument("--ours-limit", type=float, default=None, help="stop (b) after this many seconds, reporting its finished epochs")
-    parser.add_argument("--jpegs", type=Path, default=None, help="the Kaggle-shaped set to use (default: generated under --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--skip", nargs="*", default=[], choices=["original", "ours", "ceiling", "cache"])
     parser.add_argument("overrides", nargs="*", help="extra overrides for (b), e.g. trainer.precision=32-true")
@@ -210,7 +209,7 @@ def main() -> None:
     precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
     compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
     args.out.mkdir(parents=True, exist_ok=True)
-    root = generate(args.jpegs or args.out / f"kaggle-like-{args.images}", args.images)
+    root = generate(args.out / f"kaggle-like-{args.images}", args.images)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = {"machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
                           "cpus": os.cpu_count(), "torch": torch.__version__},
