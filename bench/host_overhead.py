@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.config import device_default  # noqa: E402
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
 from throughput import build_net, compose_config, compute_ceiling, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
@@ -173,11 +172,10 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
-    compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
+    cfg = compose_config(args.overrides)  # precision and compile as train.py would resolve them, presets included
+    precision, compile_model = str(cfg.trainer.precision), bool(cfg.model.compile)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "size": args.size,
               "batch": args.batch, "precision": precision, "compile": compile_model, "overrides": args.overrides}
-    cfg = compose_config(args.overrides)
     loops = {"bare": lambda: bare(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
              "lightning": lambda: minimal_lightning(cfg, args.size, args.batch, args.steps, device, precision, compile_model),
              "ours": lambda: ours(args.size, args.batch, args.images, args.epochs, args.overrides)}

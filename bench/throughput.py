@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.config import CONF_DIR, device_default, register_resolvers  # noqa: E402
+from catdog.config import CONF_DIR, register_resolvers  # noqa: E402
 from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
 from catdog.data.files import find_labelled  # noqa: E402
@@ -206,8 +206,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.precision=")), device_default("precision"))
-    compile_model = next((o.split("=", 1)[1] == "true" for o in args.overrides if o.startswith("model.compile=")), device_default("compile"))
+    cfg = compose_config(args.overrides)  # precision and compile as train.py would resolve them, presets included
+    precision, compile_model = str(cfg.trainer.precision), bool(cfg.model.compile)
     args.out.mkdir(parents=True, exist_ok=True)
     root = generate(args.out / f"kaggle-like-{args.images}", args.images)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -223,7 +223,7 @@ def main() -> None:
         result["original_images_per_s"] = original_pipeline(root, args.size, args.batch, args.original_steps, device, args.original_workers)
         print(f"(a) original: {result['original_images_per_s']:.1f} images/s", flush=True)
     if "ceiling" not in args.skip:
-        result["ceiling_images_per_s"] = compute_ceiling(compose_config(args.overrides), args.size, args.batch,
+        result["ceiling_images_per_s"] = compute_ceiling(cfg, args.size, args.batch,
                                                          args.ceiling_steps, device, precision, compile_model)
         print(f"(c) ceiling: {result['ceiling_images_per_s']:.1f} images/s", flush=True)
     if "ours" not in args.skip:
