@@ -51,7 +51,7 @@ def main() -> None:
 
     GradCamLogger.on_validation_epoch_end = timed
     clock = EpochClock()
-    import catdog.config  # noqa: F401  (resolvers)
+    import catdog.resolvers  # noqa: F401  (resolvers)
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train(Path(tmp), ["trainer.enable_progress_bar=false", "test=false", *sys.argv[1:]])

@@ -133,10 +133,10 @@ def _ms(fn, repeats: int, device: torch.device) -> float:
 
 
 def seed_parts(steps: int, device) -> dict[str, float]:
-    from catdog.data.datamodule import _seed_step
+    from catdog.model.classifier import _seed_generators
 
     return {"torch.manual_seed": _ms(lambda: torch.manual_seed(1), steps, device),
-            "ours": _ms(lambda: _seed_step(1, device), steps, device)}
+            "ours": _ms(lambda: _seed_generators(1, device), steps, device)}
 
 
 def augment_parts(size: int, batch: int, steps: int, device) -> dict[str, float]:
@@ -145,8 +145,8 @@ def augment_parts(size: int, batch: int, steps: int, device) -> dict[str, float]
 
     augment = DeviceAugment(scale=(0.75, 1.0))
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
-    compiled = torch.compile(augment.train_batch, dynamic=False)
-    return {"eager": _ms(lambda: augment.train_batch(images), steps, device),
+    compiled = torch.compile(augment.__call__, dynamic=False)
+    return {"eager": _ms(lambda: augment(images), steps, device),
             "compiled": _ms(lambda: compiled(images), steps, device)}
 
 

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from catdog.data.datamodule import CatDogDataModule  # noqa: E402
-from catdog.gradcam.cam import METHODS, grad_cam_with_logits  # noqa: E402
+from catdog.gradcam.maps import METHODS, grad_cam_with_logits  # noqa: E402
 from catdog.gradcam.scoring import energy_in_box, pointing_game  # noqa: E402
-from catdog.model.checkpoint import load_checkpoint, net_from_checkpoint  # noqa: E402
+from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(ROOT / "outputs" / "cache"))
     args = parser.parse_args()
 
-    net, _ = net_from_checkpoint(load_checkpoint(args.ckpt))
+    net = net_from_checkpoint(load_checkpoint(args.ckpt))
     dm = CatDogDataModule(root=args.data, image_size=args.image_size, cache_dir=args.cache_dir,
                           val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     dm.prepare_data()
@@ -41,7 +41,7 @@ def main() -> None:
     sample = dm.sample_images(args.images)
     if sample["boxes"] is None:
         raise SystemExit(f"{args.data} has no boxes.csv: nothing to score against")
-    x, labels, boxes = dm.augment(sample["images"], train=False), sample["labels"], sample["boxes"]
+    x, labels, boxes = sample["images"], sample["labels"], sample["boxes"]  # uint8: the network normalises
     print("| layer | method | accuracy | pointing game | (no tolerance) | cats | dogs | energy in box |")
     print("|---|---|---|---|---|---|---|---|")
     for layer in args.layers:

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # The issue's best measured recipe (85.7%): AdamW 1e-3 wd 0.05, one-cycle, BatchNorm, zoom 0.75-1, 100 epochs.
-_ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=true", "data.augment.scale=[0.75,1.0]",
+_ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=true", "model.augment.scale=[0.75,1.0]",
                "trainer.max_epochs=100"]
 _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging", "+callbacks.ema.decay=0.998"]
 RECIPES: dict[str, list[str]] = {
@@ -37,7 +37,7 @@ RECIPES: dict[str, list[str]] = {
     "cutmix": _ISSUE_BEST + ["model.cutmix=1.0"],
     # EMA with a time constant of 100 steps: a tenth of a 20-epoch run on 3,200 images, as 0.998 is of 100 epochs.
     "ema_short": _ISSUE_BEST + [*_EMA[:1], "+callbacks.ema.decay=0.99"],
-    "zoom50": [*_ISSUE_BEST[:-2], "data.augment.scale=[0.5,1.0]", "trainer.max_epochs=100"],
+    "zoom50": [*_ISSUE_BEST[:-2], "model.augment.scale=[0.5,1.0]", "trainer.max_epochs=100"],
     "tta_ema": _ISSUE_BEST + ["model.tta_flip=true", *_EMA],
     "mixup_tta_ema": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", *_EMA],
     "mixcut_tta_ema": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", "model.cutmix=1.0", *_EMA],
@@ -45,10 +45,10 @@ RECIPES: dict[str, list[str]] = {
     "mixup_tta_ema_160px": _ISSUE_BEST + ["data.image_size=160", "model.tta_flip=true", "model.mixup=0.2", *_EMA],
     "mixup_tta_ema_128px": _ISSUE_BEST + ["data.image_size=128", "model.tta_flip=true", "model.mixup=0.2", *_EMA],
     "mixup_tta_ema_ls": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", "model.label_smoothing=0.1", *_EMA],
-    "mixup_tta_ema_zoom50": [*_ISSUE_BEST[:-2], "data.augment.scale=[0.5,1.0]", "trainer.max_epochs=100",
+    "mixup_tta_ema_zoom50": [*_ISSUE_BEST[:-2], "model.augment.scale=[0.5,1.0]", "trainer.max_epochs=100",
                              "model.tta_flip=true", "model.mixup=0.2", *_EMA],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
-                          "data.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
+                          "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now
 }
 

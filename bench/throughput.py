@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.config import CONF_DIR, register_resolvers  # noqa: E402
-from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from catdog.resolvers import CONF_DIR, register_resolvers  # noqa: E402
+from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
 from catdog.data.files import find_labelled  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
@@ -86,7 +86,7 @@ def original_pipeline(root: Path, size: int, batch: int, steps: int, device, wor
         transforms.RandomRotation(10),
         transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
         transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),  # the original did this here (SimpleCNN now also does it inside)
     ])
     loader = torch.utils.data.DataLoader(datasets.ImageFolder(view, transform), batch_size=batch, shuffle=True,
                                          num_workers=workers, persistent_workers=workers > 0)

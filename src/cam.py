@@ -23,8 +23,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from catdog.config import register_resolvers
-from catdog.errors import UserError, hydra_task
+from catdog.resolvers import register_resolvers
+from catdog.errors import UserError
+from catdog.task import hydra_task
 
 log = logging.getLogger("catdog.cam")
 register_resolvers()
@@ -54,15 +55,17 @@ def _target_index(target, classes: list[str]) -> int | None:
 
 def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
-    from catdog.gradcam.cam import find_layer, grad_cam_with_logits, weight_fn
-    from catdog.gradcam.render import Row, cam_grid, save_png
     from catdog.data.report import report_skipped
-    from catdog.inference import decode_files, load_model, require_some, select_device, to_model_input, uint8_batches
+    from catdog.gradcam.maps import find_layer, weight_fn
+    from catdog.gradcam.render import Row, cam_grid, save_png
+    from catdog.inference import decode_files, decoded_batches, load_model, require_some, run_network, select_device
+    from catdog.model.evaluation import positive_class
 
     weight_fn(str(cfg.method))  # a wrong method or layer fails here, before any file is decoded
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
     find_layer(model.net, str(cfg.layer))
-    target = _target_index(cfg.get("target"), model.classes)
+    classes = model.classes
+    target = _target_index(cfg.get("target"), classes)
     files = find_unlabelled(cfg.images, what="images")
     device = select_device(cfg.get("device", "auto"))
     out_dir = Path(cfg.paths.output_dir)
@@ -72,27 +75,25 @@ def make_cams(cfg: DictConfig) -> dict:
     report_skipped(decoded.bad, len(files.paths), out_dir, files.ignored)
     require_some(len(decoded.paths), len(decoded.bad), cfg.images)
     names = output_names(decoded.paths, cfg.images)
-    dog = model.classes.index("dog") if "dog" in model.classes else len(model.classes) - 1
-    net = model.net.to(device).eval()
+    dog = positive_class(classes)
+    mapped = "" if target is None else f", map of {classes[target]}"
     records = []
-    for start, batch in uint8_batches(decoded, cfg.data.batch_size):
-        x = to_model_input(batch, model, device)
-        cams, logits = grad_cam_with_logits(net, x, str(cfg.layer), target, str(cfg.method))
-        probs = logits.softmax(dim=1).cpu()
-        cams = cams.cpu()
-        for i in range(len(batch)):
-            name, pred = names[start + i], model.classes[int(probs[i].argmax())]
-            mapped = "" if target is None else f", map of {model.classes[target]}"
-            title = f"{pred}  P({model.classes[dog]})={float(probs[i, dog]):.3f}{mapped}  {Path(decoded.paths[start + i]).name}"
-            row = Row(batch[i].permute(2, 0, 1), cams[i], title[:TITLE_CHARS])
-            save_png(cam_grid([row], str(cfg.colormap)), out_dir / f"{name}.png")
+    batches = decoded_batches(decoded, cfg.data.batch_size)
+    for out in run_network(model.net, batches, device, cam_layer=str(cfg.layer), cam_method=str(cfg.method),
+                           cam_targets=target):
+        probs = out.log_probs.exp()
+        for i in range(len(out.images)):
+            k = out.start + i
+            pred = classes[int(probs[i].argmax())]
+            title = f"{pred}  P({classes[dog]})={float(probs[i, dog]):.3f}{mapped}  {Path(decoded.paths[k]).name}"
+            save_png(cam_grid([Row(out.images[i], out.cams[i], title[:TITLE_CHARS])], str(cfg.colormap)), out_dir / f"{names[k]}.png")
             if cfg.save_maps:
-                np.save(out_dir / f"{name}.npy", cams[i].numpy().astype(np.float32))
-            records.append((decoded.paths[start + i], f"{name}.png", pred, float(probs[i, dog])))
+                np.save(out_dir / f"{names[k]}.npy", out.cams[i].numpy().astype(np.float32))
+            records.append((decoded.paths[k], f"{names[k]}.png", pred, float(probs[i, dog])))
 
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "picture", "predicted", f"p_{model.classes[dog]}"])
+        writer.writerow(["path", "picture", "predicted", f"p_{classes[dog]}"])
         writer.writerows((p, png, pred, f"{pd:.6f}") for p, png, pred, pd in records)
     log.info("%d pictures (%s at %s%s) in %s", len(records), cfg.method, cfg.layer, ", maps as .npy" if cfg.save_maps else "", out_dir)
     return {"metrics": {"images": len(records), "skipped": len(decoded.bad)}, "objective": math.nan, "out_dir": str(out_dir)}

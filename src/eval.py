@@ -21,8 +21,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from catdog.config import register_resolvers
-from catdog.errors import UserError, hydra_task
+from catdog.resolvers import register_resolvers
+from catdog.errors import UserError
+from catdog.task import hydra_task
 
 log = logging.getLogger("catdog.eval")
 register_resolvers()
@@ -42,11 +43,12 @@ def table(metrics: dict, classes: list[str], header: list[tuple[str, str]]) -> s
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    from catdog.callbacks.confusion_matrix import confusion_matrix_image
     from catdog.data.files import find_labelled
-    from catdog.gradcam.render import confusion_matrix_image, save_png
     from catdog.data.report import report_skipped
-    from catdog.inference import (classification_metrics, load_model, predict_files, require_some,
-                                  select_device)
+    from catdog.gradcam.render import save_png
+    from catdog.inference import decode_files, decoded_batches, load_model, log_probs_of, require_some, select_device
+    from catdog.model.evaluation import classification_metrics
 
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
     files = find_labelled(cfg.data.root)
@@ -59,32 +61,31 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    preds = predict_files(model, files, device, cfg.data.batch_size, tta_flip, cfg.data.cache_dir,
-                          cfg.data.get("num_workers"), cfg.data.max_pixels)
-    report_skipped(preds.bad, len(files.paths), out_dir, files.ignored)
-    require_some(len(preds.paths), len(preds.bad), cfg.data.root)
-    to_model = np.asarray([model.classes.index(c) for c in files.classes])
-    targets = to_model[preds.labels]
-    metrics = classification_metrics(preds.log_probs, targets, len(model.classes))
+    decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
+    report_skipped(decoded.bad, len(files.paths), out_dir, files.ignored)
+    require_some(len(decoded.paths), len(decoded.bad), cfg.data.root)
+    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, tta_flip)
+    targets = np.asarray([model.classes.index(c) for c in files.classes])[decoded.labels]
+    metrics = classification_metrics(log_probs, targets, len(model.classes))
 
     info = {"checkpoint": model.path, "data_root": str(cfg.data.root), "layout": files.layout,
             "image_size": model.image_size, "tta_flip": tta_flip, "device": str(device), "classes": model.classes,
-            "images": len(preds.paths), "skipped": len(preds.bad)}
+            "images": len(decoded.paths), "skipped": len(decoded.bad)}
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, **info}, indent=2))
     matrix = np.asarray(metrics["confusion_matrix"])
     with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
         csv.writer(f).writerows([["true \\ predicted", *model.classes],
                                  *([c, *map(int, row)] for c, row in zip(model.classes, matrix))])
     save_png(confusion_matrix_image(matrix, model.classes, f"accuracy {metrics['test/acc']:.3f}"), out_dir / "confusion_matrix.png")
-    probs = preds.probs
+    probs = log_probs.double().exp().numpy()
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "predicted", *(f"p_{c}" for c in model.classes)])
-        for path, t, p in zip(preds.paths, targets, probs):
+        for path, t, p in zip(decoded.paths, targets, probs):
             writer.writerow([path, model.classes[t], model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
 
-    header = [("checkpoint", model.path), ("data", f"{cfg.data.root} ({files.layout}, {len(preds.paths)} images"
-              f"{f', {len(preds.bad)} skipped' if preds.bad else ''})"),
+    header = [("checkpoint", model.path), ("data", f"{cfg.data.root} ({files.layout}, {len(decoded.paths)} images"
+              f"{f', {len(decoded.bad)} skipped' if decoded.bad else ''})"),
               ("settings", f"{model.image_size} px, tta_flip={str(tta_flip).lower()}, {device}")]
     print(table(metrics, model.classes, header), flush=True)
     log.info("accuracy %.4f, log loss %.4f: %s", metrics["test/acc"], metrics["test/loss"], out_dir / "metrics.json")

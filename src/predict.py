@@ -24,10 +24,12 @@ import math
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
-from catdog.config import register_resolvers
-from catdog.errors import UserError, hydra_task
+from catdog.resolvers import register_resolvers
+from catdog.errors import UserError
+from catdog.task import hydra_task
 
 log = logging.getLogger("catdog.predict")
 register_resolvers()
@@ -68,42 +70,44 @@ def write_submission(path: Path, rows: list[tuple[str, str]]) -> None:
 def predict(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
     from catdog.data.report import report_skipped
-    from catdog.inference import load_model, predict_files, require_some, select_device
+    from catdog.inference import decode_files, decoded_batches, load_model, log_probs_of, require_some, select_device
+    from catdog.model.evaluation import positive_class
 
     eps = float(cfg.clip_eps)
     if not 0.0 <= eps < 0.5:
         raise UserError(f"clip_eps={cfg.clip_eps} must be in [0, 0.5): P(dog) is clipped into [clip_eps, 1 - clip_eps]")
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
-    dog = model.class_index("dog")
+    dog = positive_class(model.classes)
     files = find_unlabelled(cfg.data.root)
     device = select_device(cfg.get("device", "auto"))
     tta_flip = model.tta_flip if cfg.get("tta_flip") is None else bool(cfg.tta_flip)
     out_dir = Path(cfg.paths.output_dir)
 
-    preds = predict_files(model, files, device, cfg.data.batch_size, tta_flip, cfg.data.cache_dir,
-                          cfg.data.get("num_workers"), cfg.data.max_pixels)
-    keep, duplicates, claimed = unique_ids(preds.paths)
+    decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
+    keep, duplicates, claimed = unique_ids(decoded.paths)
     if claimed:
         shown = "; ".join(f"{ident}: {', '.join(Path(p).name for p in ps)}" for ident, ps in list(claimed.items())[:5])
         more = f" and {len(claimed) - 5} more" if len(claimed) > 5 else ""
         log.error("%d id(s) claimed by more than one file (%s%s): the first file of each is used, the others are in bad_files.csv",
                   len(claimed), shown, more)
-    bad = preds.bad + duplicates
+    bad = decoded.bad + duplicates
     report_skipped(bad, len(files.paths), out_dir, files.ignored, note="; unreadable files have no row in the submission")
-    require_some(len(preds.paths), len(preds.bad), cfg.data.root)
+    require_some(len(decoded.paths), len(decoded.bad), cfg.data.root)
+    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, tta_flip).double().numpy()
 
-    p_dog = preds.probs[keep, dog]
-    predicted = preds.log_probs[keep].argmax(axis=1)
+    p_dog = np.exp(log_probs[keep, dog])
+    predicted = log_probs[keep].argmax(axis=1)
     if cfg.hard_labels:
         labels = [str(int(c == dog)) for c in predicted]
     else:
         labels = [f"{min(max(float(p), eps), 1.0 - eps):.6g}" for p in p_dog]
-    keyed = sorted((submission_id(preds.paths[i]), label) for i, label in zip(keep, labels))
+    keyed = sorted((submission_id(decoded.paths[i]), label) for i, label in zip(keep, labels))
     csv_path = Path(cfg.csv_path)
     write_submission(csv_path, [(ident, label) for (_, ident), label in keyed])
 
-    what = "0/1 labels" if cfg.hard_labels else f"P(dog) clipped to [{eps:g}, {1 - eps:g}]"
-    log.info("%d rows of %s (%d predicted dog), tta_flip=%s", len(keyed), what, int((predicted == dog).sum()),
+    name = model.classes[dog]
+    what = "0/1 labels" if cfg.hard_labels else f"P({name}) clipped to [{eps:g}, {1 - eps:g}]"
+    log.info("%d rows of %s (%d predicted %s), tta_flip=%s", len(keyed), what, int((predicted == dog).sum()), name,
              str(tta_flip).lower())
     print(csv_path, flush=True)
     return {"metrics": {"rows": len(keyed), "skipped": len(bad)}, "objective": math.nan, "csv": str(csv_path)}

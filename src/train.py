@@ -20,9 +20,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from catdog.config import flat_params, register_resolvers
-from catdog.errors import hydra_task
-from catdog.model.checkpoint import load_checkpoint, resolve_ckpt_path
+from catdog.hparams import log_hparams
+from catdog.resolvers import register_resolvers
+from catdog.task import hydra_task
+from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
 from catdog.preflight import check_space, check_writable
 
 log = logging.getLogger("catdog.train")
@@ -42,20 +43,6 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
-
-
-def log_hparams(loggers: list, cfg: DictConfig) -> None:
-    """Register the run's hyperparameters and the metrics to show beside them in TensorBoard's
-    HParams tab. The metric values are the scalars logged during the run (no placeholder)."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from torch.utils.tensorboard.summary import hparams
-
-    metrics = {name: math.nan for name in ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment.file_writer
-            for summary in hparams(flat_params(cfg), metrics):
-                writer.add_summary(summary)
 
 
 def train(cfg: DictConfig) -> dict:

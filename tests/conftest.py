@@ -4,25 +4,16 @@ and Hydra configs composed the way src/train.py composes them."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # the entry scripts (train.py, ...) import as modules
+from helpers import ROOT, TINY, compose_train
 
 KAGGLE_SAMPLE = ROOT.parent / "shared" / "data" / "dogs-vs-cats-200px"
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
-
-
-def write_image(path: Path, size=(40, 30), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, color if mode == "RGB" else 128).save(path, format=fmt)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +26,16 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, synthetic_root) -> dict:
-    """One epoch at 32 px on the built-in set: its last.ckpt, and the network rebuilt from it by hand."""
-    import torch
-
-    from catdog.model.simple_cnn import SimpleCNN
-    from helpers import TINY, compose_train
+    """One epoch at 32 px on the built-in set: its last.ckpt, and the network rebuilt from it."""
+    from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint
     from train import train
 
     out = tmp_path_factory.mktemp("trained")
     fast = ["~logger", "~callbacks.lr_monitor", "callbacks.gradcam=null", "test=false"]
     train(compose_train(out, [f"data.root={synthetic_root}", *TINY, *fast]))
     ckpt_path = out / "run" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    net = SimpleCNN(**ckpt["catdog"]["net"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    return {"ckpt": ckpt_path, "output_root": out, "net": net.eval(), "root": synthetic_root}
+    net = net_from_checkpoint(load_checkpoint(ckpt_path))
+    return {"ckpt": ckpt_path, "output_root": out, "net": net, "root": synthetic_root}
 
 
 @pytest.fixture

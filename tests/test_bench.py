@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # over 15 s each on 2 CPU cores: `make test-slow` and CI run them
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

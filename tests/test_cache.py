@@ -14,7 +14,7 @@ from catdog.data import cache as cache_mod
 from catdog.data.cache import decode_all
 from catdog.data.decode import load_rgb
 from catdog.data.files import find_labelled
-from conftest import write_image
+from helpers import write_image
 
 
 @pytest.fixture

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog.data.datamodule import CatDogDataModule
-from helpers import TINY, compose_train
+
+from helpers import TINY, compose_train, run_cli
 from train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # over 15 s each on 2 CPU cores: `make test-slow` and CI run them
+
 
 # A 2-minute collective timeout (Lightning's default is 30): a rank that waits on a collective
 # the other rank never calls fails the test instead of hanging the suite.
@@ -134,10 +135,8 @@ def test_ddp_from_the_command_line(tmp_path, synthetic_root):
     (with hydra.run.dir pinned to rank 0's folder), so both ranks share one run folder."""
     run = tmp_path / "run"
     cpu = [o for o in DDP_CPU if not o.startswith("trainer.strategy=")]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",
-         f"hydra.run.dir={run}", *TINY, *cpu, "data.val_fraction=0.25", "data.test_fraction=0.2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_cli("train", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",
+                   f"hydra.run.dir={run}", *TINY, *cpu, "data.val_fraction=0.25", "data.test_fraction=0.2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in rank 0's folder
     assert not (tmp_path / "runs").exists()  # and made no folder of its own

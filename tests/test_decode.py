@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from catdog.data.decode import BadImage, load_rgb
-from conftest import write_image
+from helpers import write_image
 
 
 def _jpeg_bytes(size=(64, 48)) -> bytes:

@@ -8,12 +8,9 @@ one-line errors, run folders); the rest call the entry functions with a composed
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +18,20 @@ import pytest
 import torch
 from PIL import Image
 
-from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from catdog.data.decode import load_rgb
 from catdog.errors import UserError
-from catdog.gradcam.cam import grad_cam
+from catdog.gradcam.maps import grad_cam
 from catdog.inference import load_model
 from catdog.model.simple_cnn import SimpleCNN
-from helpers import compose_train
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from helpers import compose_train, read_csv, run_cli
 
 # --- fixtures and references -----------------------------------------------------------------
 
 
 def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = False) -> np.ndarray:
-    x = torch.stack([torch.from_numpy(load_rgb(str(p), size).copy()).permute(2, 0, 1) for p in paths]).float() / 255
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    """P(class) of the files, decoded one by one and handed to the network as uint8 pixels (it
+    normalises them itself: test_model.py)."""
+    x = torch.stack([torch.from_numpy(load_rgb(str(p), size).copy()).permute(2, 0, 1) for p in paths])
     with torch.no_grad():
         p = net(x).softmax(dim=1)
         if flip:
@@ -45,18 +39,8 @@ def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = Fa
     return p.double().numpy()
 
 
-def run_cli(script: str, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def compose(tmp_path: Path, name: str, overrides: list[str]):
     return compose_train(tmp_path, ["device=cpu", *overrides], config_name=name)
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
 
 
 def one_warning(stdout: str, text: str) -> list[str]:
@@ -227,8 +211,7 @@ def test_cam_cli_writes_pictures_and_maps_and_skips_bad_files(tmp_path, trained,
     for name, path in [("7", files["7.jpg"]), ("1_png", files["1.png"])]:
         cam = np.load(run / f"{name}.npy")
         assert cam.shape == (32, 32) and cam.dtype == np.float32 and cam.min() >= 0 and cam.max() <= 1
-        x = torch.from_numpy(load_rgb(str(path), 32).copy()).permute(2, 0, 1)[None].float() / 255
-        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        x = torch.from_numpy(load_rgb(str(path), 32).copy()).permute(2, 0, 1)[None]
         np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "relu3", None, "gradcam++")[0].numpy(), atol=1e-4)
     bad = {Path(r[0]).name for r in read_csv(run / "bad_files.csv")[1:]}
     assert bad == {"5.jpg", "9.jpg"}

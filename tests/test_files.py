@@ -8,7 +8,7 @@ import pytest
 
 from catdog.data.files import find_labelled, find_unlabelled
 from catdog.errors import UserError
-from conftest import write_image
+from helpers import write_image
 
 
 def test_kaggle_flat_layout_labels_by_prefix(tmp_path):

@@ -8,13 +8,10 @@ exit code 2 with one ``error:`` line (the CLIs): never another exception, a trac
 
 from __future__ import annotations
 
-import csv
 import io
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from contextlib import contextmanager
@@ -28,12 +25,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from catdog.data.cache import decode_all
 from catdog.data.decode import MAX_PIXELS, BadImage, load_rgb
 from catdog.data.files import find_labelled
+from helpers import read_csv, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 FUZZ = settings(max_examples=100, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None)
 HANG_S = 20  # one decode of a tiny file taking this long is a hang
@@ -395,26 +391,12 @@ def hostile_test1(tmp_path, synthetic_root) -> Path:
     return folder
 
 
-def run_cli(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"hang: {script}.py {' '.join(args)} ran longer than {timeout} s")
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
 def warnings_in(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if "[WARNING]" in line]
 
 
 def reference_p_dog(net: torch.nn.Module, paths: list[Path]) -> np.ndarray:
-    x = torch.stack([torch.from_numpy(load_rgb(str(p), 32).copy()).permute(2, 0, 1) for p in paths]).float() / 255
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = torch.stack([torch.from_numpy(load_rgb(str(p), 32).copy()).permute(2, 0, 1) for p in paths])  # uint8: the net normalises
     with torch.no_grad():
         return net(x).softmax(dim=1)[:, 1].double().numpy()
 

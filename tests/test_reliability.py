@@ -4,29 +4,24 @@ are never half written, and unwritable outputs are caught before training starts
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from catdog.errors import UserError
-from catdog.model.checkpoint import load_checkpoint
-from catdog.model.checkpoint_io import AtomicCheckpointIO
+from catdog.model.checkpoint_load import load_checkpoint
+from catdog.model.checkpoint_save import AtomicCheckpointIO
 from catdog.preflight import check_space, check_writable
-from helpers import TINY
+from helpers import TINY, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = [*TINY, "trainer.max_epochs=3", "test=false", "callbacks.gradcam=null", "trainer.deterministic=true"]
 
 
 def train_cli(tmp: Path, name: str, data: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # for the test-only callbacks in killer.py
-    args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={data}", f"paths.output_root={tmp}",
-            f"hydra.run.dir={tmp / name}", *RUN, *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    return run_cli("train", f"data.root={data}", f"paths.output_root={tmp}", f"hydra.run.dir={tmp / name}", *RUN, *extra,
+                   test_modules=True)  # the test-only callbacks of killer.py
 
 
 def final_metrics(run_dir: Path) -> dict:
@@ -41,6 +36,7 @@ def uninterrupted(tmp_path_factory, synthetic_root) -> dict:
     return final_metrics(tmp / "ref")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name, exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_interrupted_mid_epoch_then_resumed_matches_uninterrupted(tmp_path, synthetic_root, uninterrupted,
                                                                   signal_name, exit_code):
@@ -93,8 +89,7 @@ def test_checkpoint_save_crash_leaves_previous_file_whole(tmp_path, monkeypatch)
 def test_unwritable_output_root_is_one_line_before_any_work(tmp_path, synthetic_root):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), f"data.root={synthetic_root}",
-                           f"paths.output_root={blocker / 'outputs'}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = run_cli("train", f"data.root={synthetic_root}", f"paths.output_root={blocker / 'outputs'}", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write to paths.output_root")
     assert "Traceback" not in proc.stderr

@@ -3,12 +3,9 @@ HParams tab of each job, a failing job, and the SLURM launcher config."""
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +16,10 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from catdog.config import CONF_DIR
+from catdog.resolvers import CONF_DIR
 from catdog.sweep_summary import SweepSummary
-from helpers import TINY
+from helpers import ROOT, TINY, read_csv, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the callback on its own, on job folders made by hand ---------------------------------
@@ -54,11 +50,6 @@ def ok(acc_best: float, test_acc: float | None = None, seconds: float = 3.0) -> 
     return {"status": "ok", "run_time_s": seconds, "metrics": metrics, "objective": acc_best}
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def completed() -> JobReturn:
     ret = JobReturn()
     ret.status, ret.return_value = JobStatus.COMPLETED, 0.0
@@ -81,7 +72,7 @@ def test_summary_best_first_failed_last_after_each_job(sweep):
     job = next(sweep.glob("1_*"))
     SweepSummary().on_job_end(job_config(sweep, job, 1, ["data.root=/data", "paths.output_root=/out", "optimizer.lr=0.01"]),
                               completed())
-    rows = read_csv(sweep / "summary.csv")
+    rows = read_csv(sweep / "summary.csv", records=True)
     assert [r["job"] for r in rows] == ["1", "0", "3", "2"]  # best val/acc_best first, NaN after, failed last
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
     assert [r["overrides"] for r in rows][:2] == ["optimizer.lr=0.01", "optimizer.lr=0.1"]  # no data.root, paths.*
@@ -102,7 +93,7 @@ def test_summary_sorts_a_loss_ascending(sweep):
     cfg = job_config(sweep, metric="val/loss")
     rows = SweepSummary().write(sweep, SweepSummary.metric(cfg))
     assert [r.num for r in rows] == [1, 0, 3, 2]  # val/loss = 1 - acc: 0.1 < 0.4 < NaN; failed last
-    assert "val/loss" in read_csv(sweep / "summary.csv")[0]
+    assert "val/loss" in read_csv(sweep / "summary.csv", records=True)[0]
 
 
 def test_end_of_sweep_prints_the_table_and_exits_1_when_a_job_failed(sweep, capsys):
@@ -129,7 +120,7 @@ def test_interrupted_sweep_keeps_a_summary(tmp_path):
     first = make_job(sweep, 0, ["optimizer.lr=0.1"], ok(0.7))
     make_job(sweep, 1, ["optimizer.lr=0.2"], None)
     SweepSummary().on_job_end(job_config(sweep, first, 0, ["optimizer.lr=0.1"]), completed())
-    assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["ok", "running"]
+    assert [r["status"] for r in read_csv(sweep / "summary.csv", records=True)] == ["ok", "running"]
     rows = SweepSummary().write(sweep, "val/acc_best", final=True)
     assert rows[1].status == "failed" and "did not finish" in rows[1].error
 
@@ -143,7 +134,7 @@ def test_job_without_result_json_is_summarised_from_hydra(tmp_path):
     ret.status, ret._return_value = JobStatus.FAILED, ValueError("boom")
     callback = SweepSummary()
     callback.on_job_end(job_config(sweep, job, 0, ["optimizer.lr=0.1"]), ret)
-    [row] = read_csv(sweep / "summary.csv")
+    [row] = read_csv(sweep / "summary.csv", records=True)
     assert (row["job"], row["overrides"], row["status"], row["error"]) == ("0", "optimizer.lr=0.1", "failed", "ValueError: boom")
 
 
@@ -237,20 +228,20 @@ def scalar_values(job: Path) -> dict[str, list[float]]:
     return values
 
 
+@pytest.mark.slow
 def test_sweep_from_the_preset_with_a_failing_job(tmp_path, synthetic_root):
     """hparams_search=lr_epochs without -m; the command line replaces both of its axes: two
     learning rates x a valid and an invalid validation fraction = 4 jobs, 2 of which fail."""
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), "hparams_search=lr_epochs", f"data.root={synthetic_root}",
+    proc = run_cli(
+        "train", "hparams_search=lr_epochs", f"data.root={synthetic_root}",
          f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}", *TINY, "data.test_fraction=0.2",
-         "optimizer.lr=0.001,0.0001", "data.val_fraction=1.5,0.25"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+         "optimizer.lr=0.001,0.0001", "data.val_fraction=1.5,0.25")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "2 of 4 jobs failed" in proc.stderr
     assert "| rank | job | overrides |" in proc.stdout
 
-    rows = read_csv(sweep / "summary.csv")
+    rows = read_csv(sweep / "summary.csv", records=True)
     assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed"]
     assert {r["job"] for r in rows[:2]} == {"1", "3"}  # the jobs with data.val_fraction=0.25
     for row in rows[:2]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog.data.synthetic import generate, read_boxes
+from catdog.data.boxes import read_boxes
+from catdog.data.synthetic import generate
 from catdog.errors import UserError
 
 
@@ -51,8 +52,9 @@ def test_boxes_csv_has_one_box_per_image_inside_the_image(small_set):
 def test_box_holds_the_head_tightly(small_set):
     """The head's flat colour (the commonest colour in the box) lies in the box and fills much of it."""
     inside_share, fill = [], []
-    for name, (x0, y0, x1, y1) in read_boxes(small_set).items():
+    for name, box in read_boxes(small_set).items():
         image = np.asarray(Image.open(small_set / name), dtype=int)
+        x0, y0, x1, y1 = (round(v * side) for v, side in zip(box, image.shape[1::-1] * 2))
         box = image[y0:y1, x0:x1].reshape(-1, 3)
         keys = (box // 32) @ [64, 8, 1]
         head = box[keys == np.bincount(keys).argmax()].mean(axis=0)

@@ -12,10 +12,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import TINY, compose_train
+from helpers import ROOT, TINY, compose_train, run_cli
 from train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
@@ -25,11 +24,6 @@ def scalar_tags(run_dir: Path) -> set[str]:
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     return tags
-
-
-def run_cli(*args: str, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_training_run_through_compose(tmp_path, synthetic_root):
@@ -75,7 +69,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
     ids=["no-root", "missing-root", "missing-checkpoint"],
 )
 def test_user_errors_exit_with_one_line(tmp_path, args, message):
-    proc = run_cli(*args, f"paths.output_root={tmp_path}", "~logger")
+    proc = run_cli("train", *args, f"paths.output_root={tmp_path}", "~logger")
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
@@ -83,14 +77,15 @@ def test_user_errors_exit_with_one_line(tmp_path, args, message):
 
 
 def test_wrong_override_is_reported_by_hydra_without_traceback(tmp_path):
-    proc = run_cli("data.rooot=/x", f"paths.output_root={tmp_path}")
+    proc = run_cli("train", "data.rooot=/x", f"paths.output_root={tmp_path}")
     assert proc.returncode != 0
     assert "Could not override 'data.rooot'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_job_multirun_from_the_command_line(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}",
+    proc = run_cli("train", "-m", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}",
                    *TINY, "test=false", "optimizer.lr=0.001,0.0001")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -1,7 +1,7 @@
 """One table for a whole sweep: ``summary.csv`` and ``summary.md`` in the sweep folder.
 
 A Hydra callback (``hydra.callbacks.sweep_summary`` in conf/hydra/default.yaml). After every
-job of a multirun it reads each job's ``result.json`` (written by ``catdog.errors.hydra_task``:
+job of a multirun it reads each job's ``result.json`` (written by ``catdog.task.hydra_task``:
 status, metrics, error, run time) and rewrites both files, so a sweep that is interrupted still
 leaves a summary of the jobs that finished. Rows are sorted best first by the sweep's optimized
 metric (``optimized_metric`` in the config), failed jobs last with their error message.
@@ -32,6 +32,9 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from catdog.atomic_write import write_atomic
+from catdog.task import is_multirun
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +75,6 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _is_multirun(config: DictConfig) -> bool:
-    mode = OmegaConf.select(config, "hydra.mode", default=None)
-    return str(getattr(mode, "name", mode)).upper() == "MULTIRUN"
-
-
 class SweepSummary(Callback):
     """Writes ``summary.csv`` and ``summary.md`` into the sweep folder after each job of a multirun.
 
@@ -85,16 +83,16 @@ class SweepSummary(Callback):
     any job failed (after printing the table).
     """
 
-    def __init__(self, mode: str | None = None, exit_on_failure: bool = True, filename: str = "summary") -> None:
+    def __init__(self, mode: str | None = None, exit_on_failure: bool = True) -> None:
         if mode not in (None, "max", "min"):
             raise ValueError(f"SweepSummary: mode={mode!r} must be 'max', 'min' or null")
-        self.mode, self.exit_on_failure, self.filename = mode, exit_on_failure, filename
+        self.mode, self.exit_on_failure = mode, exit_on_failure
         self._seen: dict[str, JobRow] = {}  # jobs finished in this process: used where .hydra/ is off
 
     # -- Hydra's hooks ---------------------------------------------------------------------
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        if not _is_multirun(config):
+        if not is_multirun(config):
             return  # a single run: nothing to summarise
         output_dir = str(OmegaConf.select(config, "hydra.runtime.output_dir"))
         row = self._read_job(Path(output_dir))
@@ -119,7 +117,7 @@ class SweepSummary(Callback):
         print(self.markdown(rows, self.metric(config), sweep_dir), flush=True)
         failed = sum(r.status != "ok" for r in rows)
         if failed:
-            print(f"{failed} of {len(rows)} jobs failed: see {sweep_dir / (self.filename + '.md')}", file=sys.stderr, flush=True)
+            print(f"{failed} of {len(rows)} jobs failed: see {sweep_dir / 'summary.md'}", file=sys.stderr, flush=True)
             if self.exit_on_failure:
                 sys.exit(1)
 
@@ -211,11 +209,11 @@ class SweepSummary(Callback):
     def write(self, sweep_dir: Path, metric: str, final: bool = False) -> list[JobRow]:
         from filelock import FileLock
 
-        with FileLock(str(sweep_dir / f".{self.filename}.lock")):
+        with FileLock(str(sweep_dir / ".summary.lock")):
             rows = self.sort(self.collect(sweep_dir, final=final), metric)
             if rows:
-                _write_atomic(sweep_dir / f"{self.filename}.csv", self.csv(rows, metric))
-                _write_atomic(sweep_dir / f"{self.filename}.md", self.markdown(rows, metric, sweep_dir))
+                write_atomic(sweep_dir / "summary.csv", self.csv(rows, metric))
+                write_atomic(sweep_dir / "summary.md", self.markdown(rows, metric, sweep_dir))
         return rows
 
     def csv(self, rows: list[JobRow], metric: str) -> str:
@@ -271,9 +269,3 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,45 +6,31 @@ epoch and TensorBoard's step slider (step = epoch) walks through how the attenti
 
 - ``gradcam/grid``: one row per image, image | heatmap | overlay, titled with the true label,
   the prediction and P(dog); ``gradcam/sample_00`` ...: each overlay under its own tag;
-- ``val/confusion_matrix``: the epoch's confusion matrix;
 - ``gradcam/pointing_game`` and ``gradcam/energy_in_box``: where the data set has object boxes,
   how well the maps of a larger validation subset point at the object;
 - at the end of training, ``gradcam/top_losses``: the most confidently wrong validation images
   with their maps; the last grid and the gallery are also saved as PNGs in the run folder.
 
-The maps are computed on the training device (milliseconds); encoding PNGs and writing them
-happens on a background thread, so training does not wait for it.
+The maps are computed on the training device by ``catdog.inference.run_network`` (milliseconds);
+encoding PNGs and writing them happens on a background thread, so training does not wait for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from catdog.gradcam.cam import grad_cam_with_logits
-from catdog.gradcam.render import Row, cam_grid, confusion_matrix_image, overlay, save_png
+from catdog.gradcam.render import Row, cam_grid, overlay, save_png
 from catdog.gradcam.scoring import energy_in_box, pointing_game
+from catdog.inference import log_probs_of, run_network
+from catdog.model.evaluation import positive_class
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def eager(net: torch.nn.Module):
-    """Run a module compiled in place (``net.compile()``) eagerly for a moment: forward hooks
-    on its layers, which Grad-CAM needs, are not seen inside a compiled graph."""
-    compiled = getattr(net, "_compiled_call_impl", None)
-    net._compiled_call_impl = None
-    try:
-        yield net
-    finally:
-        net._compiled_call_impl = compiled
 
 
 class GradCamLogger(L.Callback):
@@ -83,21 +69,15 @@ class GradCamLogger(L.Callback):
         epoch = trainer.current_epoch
         return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs
 
-    def _cams(self, pl_module, images_uint8: torch.Tensor, targets=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps and class probabilities for uint8 (N, 3, S, S) images, in batches, in fp32."""
-        dm = pl_module.trainer.datamodule
-        cams, probs = [], []
-        with eager(pl_module.net) as net:
-            for start in range(0, len(images_uint8), self.batch_size):
-                x = dm.augment(images_uint8[start : start + self.batch_size].to(pl_module.device), train=False)
-                t = None if targets is None else targets[start : start + self.batch_size]
-                cam, logits = grad_cam_with_logits(net, x, self.layer, t, self.method)
-                cams.append(cam)
-                probs.append(logits.softmax(dim=1))
-        return torch.cat(cams), torch.cat(probs)
+    def _cams(self, pl_module, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps (on the module's device) and class probabilities of uint8 (N, 3, S, S) images."""
+        outs = list(run_network(pl_module.net, images_uint8.split(self.batch_size), pl_module.device,
+                                cam_layer=self.layer, cam_method=self.method))
+        cams = torch.cat([o.cams for o in outs]).to(pl_module.device)
+        return cams, torch.cat([o.log_probs for o in outs]).exp()
 
     def _rows(self, sample: dict, cams, probs, classes: list[str]) -> list[Row]:
-        dog = classes.index("dog") if "dog" in classes else len(classes) - 1
+        dog = positive_class(classes)
         rows = []
         for i in range(len(cams)):
             true, pred = classes[int(sample["labels"][i])], classes[int(probs[i].argmax())]
@@ -107,21 +87,16 @@ class GradCamLogger(L.Callback):
         return rows
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._due(trainer):
+        if not self._due(trainer) or not trainer.is_global_zero:
             return
-        # Under DDP compute() gathers every rank's counts: a collective, so every rank calls it.
-        confusion = getattr(pl_module, "val_confusion", None)
-        matrix = confusion.compute().cpu().numpy() if confusion is not None and confusion.update_called else None
-        if not trainer.is_global_zero:
-            return
-        epoch, classes = trainer.current_epoch, trainer.datamodule.classes
+        epoch, classes = trainer.current_epoch, pl_module.classes
         cams, probs = self._cams(pl_module, self.fixed["images"])
         rows = self._rows(self.fixed, cams, probs, classes)
         overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap).cpu()
         grid = cam_grid(rows, self.colormap)
         self._score(pl_module)
         run_dir = Path(trainer.default_root_dir)
-        self._submit(trainer, self._write_epoch, grid, overlays, matrix, classes, epoch, run_dir)
+        self._submit(trainer, self._write_epoch, grid, overlays, epoch, run_dir)
 
     def _score(self, pl_module) -> None:
         if self.scored is None:
@@ -131,14 +106,11 @@ class GradCamLogger(L.Callback):
         pl_module.log("gradcam/pointing_game", pointing_game(cams, boxes).float().mean())
         pl_module.log("gradcam/energy_in_box", energy_in_box(cams, boxes).mean())
 
-    def _write_epoch(self, trainer, grid, overlays, matrix, classes, epoch, run_dir: Path) -> None:
+    def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
         for writer in _tensorboard_writers(trainer):
             writer.add_image("gradcam/grid", grid, epoch, dataformats="HWC")
             for i, picture in enumerate(overlays):
                 writer.add_image(f"gradcam/sample_{i:02d}", picture, epoch, dataformats="CHW")
-            if matrix is not None:
-                title = f"epoch {epoch}: accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f}"
-                writer.add_image("val/confusion_matrix", confusion_matrix_image(matrix, classes, title), epoch, dataformats="HWC")
         save_png(grid, run_dir / "gradcam_grid.png")  # the latest epoch's, overwritten each time
 
     # -- at the end: the most confidently wrong images -----------------------------------
@@ -153,7 +125,8 @@ class GradCamLogger(L.Callback):
         idx = dm.splits["val"]
         images = dm.load_uint8(idx)
         labels = torch.from_numpy(dm.decoded.labels[idx])
-        probs = _predict(pl_module, dm, images, self.batch_size).cpu()
+        probs = log_probs_of(pl_module.net, images.split(self.batch_size), pl_module.device,
+                             num_classes=len(pl_module.classes)).exp()
         wrong = (probs.argmax(dim=1) != labels).nonzero().squeeze(1)
         if len(wrong) == 0:
             log.info("no validation image is misclassified: no top-losses gallery")
@@ -162,7 +135,7 @@ class GradCamLogger(L.Callback):
         worst = wrong[confidence.argsort(descending=True)[: self.top_losses]]
         sample = {"images": images[worst], "labels": labels[worst], "boxes": None}
         cams, probs_w = self._cams(pl_module, sample["images"])
-        gallery = cam_grid(self._rows(sample, cams, probs_w, dm.classes), self.colormap)
+        gallery = cam_grid(self._rows(sample, cams, probs_w, pl_module.classes), self.colormap)
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)
 
@@ -203,15 +176,3 @@ class GradCamLogger(L.Callback):
 
 def _tensorboard_writers(trainer: L.Trainer) -> list:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
-@torch.no_grad()
-def _predict(pl_module, dm, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    was_training = pl_module.training
-    pl_module.eval()
-    try:
-        out = [pl_module(dm.augment(images[s : s + batch_size].to(pl_module.device), train=False)).float().softmax(dim=1)
-               for s in range(0, len(images), batch_size)]
-    finally:
-        pl_module.train(was_training)
-    return torch.cat(out)

@@ -5,7 +5,8 @@ RandomHorizontalFlip, RandomRotation(10), ColorJitter(0.2, 0.2, 0.2). torchvisio
 transforms applied to a batch draw one set of parameters for the whole batch, which is
 not the same thing, so this module draws every parameter per sample and applies them in
 one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then the colour
-adjustments in a per-sample random order, as ColorJitter does, then normalisation.
+adjustments in a per-sample random order, as ColorJitter does. The output is float in
+[0, 1]: the network normalises its own input (``catdog.model.image_input``).
 The formulas are torchvision's (tests check equality for fixed parameters).
 """
 
@@ -18,8 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _ORDERS = list(itertools.permutations(range(3)))  # brightness, contrast, saturation
 
 
@@ -56,12 +55,6 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tens
     }
 
 
-@_once
-def _mean_std(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1),
-            torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1))
-
-
 def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Apply one colour operation per sample, ``op`` choosing which.
 
@@ -85,7 +78,7 @@ def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> to
 
 
 class DeviceAugment:
-    """Random flip, rotation, zoom/shift and colour jitter, drawn per sample, then normalisation."""
+    """Random flip, rotation, zoom/shift and colour jitter, drawn per sample."""
 
     def __init__(
         self,
@@ -97,13 +90,10 @@ class DeviceAugment:
         contrast: float = 0.2,
         saturation: float = 0.2,
         interpolation: str = "bilinear",
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
         self.jitter = (brightness, contrast, saturation)
         self.interpolation = interpolation
-        self.mean, self.std = tuple(mean), tuple(std)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -154,28 +144,8 @@ class DeviceAugment:
             x = _jitter_stage(x, op, p.factors.gather(1, op[:, None]).squeeze(1))
         return x
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """In place: x is always a fresh tensor here, and on a CPU a new one costs page faults."""
-        mean, std = _mean_std(self.mean, self.std, x.device, x.dtype)
-        return x.sub_(mean).div_(std)
-
-    def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (N, 3, H, W) -> normalised float32, augmented when ``train``."""
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]."""
         x = images.float().div_(255.0)
-        if train:
-            p = self.sample(x.shape[0], x.device, generator)
-            x = self.colour(self.geometry(x, p), p)
-        return self.normalize(x)
-
-    def train_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """``self(images, train=True)`` drawing from the global generator: the function the
-        DataModule compiles on a GPU, where its ~100 small operations become a few kernels."""
-        return self(images, train=True)
-
-
-def to_uint8_images(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """Undo normalisation, for display: normalised float (N, 3, H, W) -> uint8."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return ((x.float() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
-
+        p = self.sample(x.shape[0], x.device, generator)
+        return self.colour(self.geometry(x, p), p)

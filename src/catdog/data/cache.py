@@ -25,7 +25,9 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from catdog.atomic_write import write_atomic
 from catdog.data.decode import MAX_PIXELS, try_load_rgb
+from catdog.data.workers import default_workers
 from catdog.data.files import FileList
 from catdog.errors import UserError
 from catdog.preflight import check_space
@@ -121,15 +123,6 @@ def _checksum(images: np.ndarray) -> int:
     return crc
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _load_record(record_path: Path, key: str, size: int, with_pixels: bool) -> tuple[dict, np.ndarray | None] | None:
     """The stored record and pixels if they are complete and match ``key``; None otherwise."""
     if not record_path.exists():
@@ -170,7 +163,7 @@ def _build(files: FileList, size: int, record_path: Path, key: str, with_pixels:
                 os.fsync(f.fileno())
             os.replace(tmp_array, array_path)
             images = np.load(array_path, mmap_mode="c")
-        _write_atomic(record_path, json.dumps(record))  # last: its presence marks a complete cache
+        write_atomic(record_path, json.dumps(record))  # last: its presence marks a complete cache
         return record, images
     finally:
         tmp_array.unlink(missing_ok=True)
@@ -206,7 +199,7 @@ def decode_all(
             if loaded is None:
                 if with_pixels:
                     check_space(cache_dir, len(files.paths) * size * size * 3 + (64 << 20), "data.cache_dir")
-                loaded = _build(files, size, record_path, key, with_pixels, workers or os.cpu_count() or 1, max_pixels)
+                loaded = _build(files, size, record_path, key, with_pixels, default_workers(workers) or 1, max_pixels)
     record, images = loaded
     return _select_good(record, images)
 

@@ -1,11 +1,10 @@
-"""The LightningDataModule: find and check the images, split them, serve uint8 batches, and
-turn each batch into augmented, normalised float on the device the model runs on."""
+"""The LightningDataModule: find and check the images, split them, and serve uint8 batches
+(N, 3, S, S) on the device the model runs on. Augmenting them is the training step's job
+(``catdog.model.classifier``), normalising them the network's (``catdog.model.image_input``)."""
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -13,13 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from catdog.data.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
 from catdog.data.batches import CachedBatches, FileImages, epoch_order
+from catdog.data.boxes import read_boxes
 from catdog.data.cache import Decoded, decode_all
 from catdog.data.decode import MAX_PIXELS
 from catdog.data.files import find_labelled
 from catdog.data.report import report_skipped
+from catdog.data.workers import default_workers
 from catdog.errors import UserError
+from catdog.loop_progress import batches_done_this_epoch
 
 log = logging.getLogger(__name__)
 CACHE_MODES = ("auto", "device", "host", "off")
@@ -44,25 +45,13 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
-def read_boxes(root: str | os.PathLike) -> dict[str, tuple[float, ...]]:
-    """Object boxes from ``boxes.csv`` beside the images, as fractions of width and height."""
-    path = Path(root) / "boxes.csv"
-    if not path.is_file():
-        return {}
-    boxes = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            w, h = float(row["width"]), float(row["height"])
-            boxes[row["file"]] = (float(row["x0"]) / w, float(row["y0"]) / h, float(row["x1"]) / w, float(row["y1"]) / h)
-    return boxes
-
-
 class CatDogDataModule(L.LightningDataModule):
     """Labelled cat/dog images from ``root`` (Kaggle's flat layout or class sub-folders)."""
 
     def __init__(
         self,
         root: str | None = None,
+        classes: tuple[str, ...] = ("cat", "dog"),
         image_size: int = 224,
         batch_size: int = 64,
         val_fraction: float = 0.2,
@@ -73,24 +62,17 @@ class CatDogDataModule(L.LightningDataModule):
         cache_dir: str = "outputs/cache",
         num_workers: int | None = None,
         max_pixels: int = MAX_PIXELS,
-        augment: dict | None = None,
-        compile_augment: bool = False,
-        cam_samples: int = 8,
         report_dir: str | None = None,
     ) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
             raise UserError(f"data.cache={cache!r} is not one of {CACHE_MODES}")
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
+        self.expected_classes = [str(c) for c in classes]
         self.val_fraction, self.test_fraction, self.split_seed, self.seed = val_fraction, test_fraction, split_seed, seed
         self.cache, self.cache_dir, self.max_pixels = cache, cache_dir, max_pixels
-        # The CPUs this process may use (a SLURM job's share, not the whole node's), at most 16.
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self.num_workers = min(cpus, 16) if num_workers is None else num_workers
-        self.augment = DeviceAugment(**(augment or {}))
-        self.compile_augment = compile_augment
-        self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
-        self.cam_samples, self.report_dir = cam_samples, report_dir
+        self.num_workers = default_workers(num_workers)
+        self.report_dir = report_dir
         self.decoded: Decoded | None = None
         self.splits: dict[str, np.ndarray] = {}
         self._images: torch.Tensor | None = None
@@ -104,6 +86,9 @@ class CatDogDataModule(L.LightningDataModule):
 
     def _decode(self, build: bool) -> Decoded:
         files = find_labelled(self.root)
+        if files.classes != self.expected_classes:
+            raise UserError(f"{self.root} holds the classes {files.classes}, not data.classes={self.expected_classes}: "
+                            f"add data.classes=[{','.join(files.classes)}] to train on them")
         self._ignored = files.ignored
         return decode_all(files, self.image_size, self.cache_dir, with_pixels=self.cache != "off",
                           workers=self.num_workers or 1, max_pixels=self.max_pixels, build=build)
@@ -156,7 +141,7 @@ class CatDogDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _batches_done(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer is not None else 0
+        return batches_done_this_epoch(self.trainer) if self.trainer is not None else 0
 
     def _loader(self, split: str, train: bool):
         idx = self.splits[split]
@@ -190,38 +175,16 @@ class CatDogDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """uint8 (B, S, S, 3) on the device -> augmented (in training), normalised float NCHW."""
+        """uint8 (B, S, S, 3) -> (B, 3, S, S), the networks' layout: a channels-last view, no copy."""
         images, labels = batch
-        images = images.permute(0, 3, 1, 2)  # a channels-last view: no copy
-        trainer = self.trainer
-        train = trainer is not None and trainer.training
-        if train:
-            # Everything random in a training step (augmentation, dropout, MixUp) draws from a seed
-            # made of (seed, epoch, step), not from a running state: a run resumed from any
-            # checkpoint, even one saved mid-epoch, then repeats the uninterrupted run exactly.
-            step = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index in the epoch
-            # Under DDP each rank draws its own augmentations and dropout masks (one process: unchanged).
-            key = [self.seed, trainer.current_epoch, step] + ([trainer.global_rank] if trainer.world_size > 1 else [])
-            _seed_step(int(np.random.SeedSequence(key).generate_state(1)[0]), images.device)
-            return self._augment_training(images), labels
-        return self.augment(images, train=False), labels
-
-    def _augment_training(self, images: torch.Tensor) -> torch.Tensor:
-        if self._train_augment is None:
-            # Compiled, ~100 small operations per batch become a few fused kernels: on a GPU their
-            # launches would otherwise take longer than the training step itself. Every batch has
-            # the same shape (the ragged last one is dropped), so it compiles once.
-            fn = self.augment.train_batch
-            self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
-        return self._train_augment(images)
+        return images.permute(0, 3, 1, 2), labels
 
     # -- for the callbacks -----------------------------------------------------------------
 
-    def sample_images(self, n: int | None = None, split: str = "val") -> dict:
-        """A fixed, class-balanced set of ``n`` images of ``split``: uint8 (n, 3, S, S), labels,
+    def sample_images(self, n: int) -> dict:
+        """A fixed, class-balanced set of ``n`` validation images: uint8 (n, 3, S, S), labels,
         paths, and object boxes (fractions of the image) where the data set has them."""
-        n = n or self.cam_samples
-        idx = self.splits[split]
+        idx = self.splits["val"]
         labels = self.decoded.labels[idx]
         order = epoch_order(len(idx), self.split_seed, 0, shuffle=True)  # fixed: same images every epoch
         classes = np.unique(labels)
@@ -246,9 +209,6 @@ class CatDogDataModule(L.LightningDataModule):
             pixels = np.stack([FileImages(self.decoded.paths, self.decoded.labels, self.image_size)[i][0].numpy() for i in indices])
         return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
 
-    def state_dict(self) -> dict:
-        return {"classes": self.classes, "image_size": self.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-
 
 class _EpochSampler(torch.utils.data.Sampler):
     """Shuffles by (seed, epoch) instead of a running random state, so a resumed run repeats it."""
@@ -261,17 +221,6 @@ class _EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         return iter(epoch_order(self.n, self.seed, self.epoch(), shuffle=True).tolist())
-
-
-def _seed_step(seed: int, device: torch.device) -> None:
-    """Seed the CPU's generator and this device's, not every device's as ``torch.manual_seed``
-    does: that also queues seeds for CUDA, XPU and MTIA, capturing a Python stack trace for each
-    (about 2 ms a step on a small CPU, where the training step itself can take 10 ms)."""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
-    elif device.type != "cpu":
-        torch.manual_seed(seed)
 
 
 def _copy_in_chunks(images: np.ndarray, device: torch.device | None, chunk: int = 256 << 20) -> torch.Tensor:

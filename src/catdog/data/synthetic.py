@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageStat
 
+from catdog.atomic_write import write_atomic
+from catdog.data.boxes import BOX_HEADER
 from catdog.errors import UserError
 
 CLASSES = ("cat", "dog")
@@ -38,7 +41,6 @@ EXTENT_SIDE, EXTENT_TOP, EXTENT_BOTTOM = 1.45, 1.75, 1.2
 BASE_ANGLES = (math.radians(8), math.radians(68))  # a cat ear's base on the head circle, from vertical
 MIN_CONTRAST = 100.0  # RGB distance between head colour and the background it covers
 NOISE_SIGMA = 4.0
-BOX_HEADER = ("file", "x0", "y0", "x1", "y1", "width", "height")
 
 
 def generate(
@@ -73,12 +75,6 @@ def is_complete(out_dir: str | os.PathLike, params: dict) -> bool:
     return stored == params and (out / "boxes.csv").is_file()
 
 
-def read_boxes(out_dir: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
-    """Map each file name in ``out_dir/boxes.csv`` to its head box ``(x0, y0, x1, y1)``, x1/y1 exclusive."""
-    with open(Path(out_dir) / "boxes.csv", newline="") as f:
-        return {row["file"]: tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")) for row in csv.DictReader(f)}
-
-
 def _params(n_per_class: int, size: int, seed: int, quality: int) -> dict:
     if n_per_class < 1:
         raise UserError(f"n_per_class={n_per_class} must be at least 1")
@@ -105,12 +101,11 @@ def _prepare(out: Path, n_per_class: int) -> None:
 
 
 def _write_boxes(out: Path, rows: list[tuple]) -> None:
-    tmp = out / "boxes.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(BOX_HEADER)
-        writer.writerows(rows)
-    os.replace(tmp, out / "boxes.csv")
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(BOX_HEADER)
+    writer.writerows(rows)
+    write_atomic(out / "boxes.csv", text.getvalue())
 
 
 def _write_image(out: Path, label: int, index: int, size: int, seed: int, quality: int) -> tuple:

@@ -49,7 +49,7 @@ class Row:
     box: tuple[float, float, float, float] | None = None  # fractions of width and height
 
 
-def _font(size: int = 12):
+def title_font(size: int = 12):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: the fixed bitmap font
@@ -71,7 +71,7 @@ def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
     strip = torch.cat([_upscale(p, cell) for p in panels], dim=3)  # (N, 3, cell, 3 * cell)
     pictures = strip.permute(0, 2, 3, 1).cpu().numpy()
     canvas = Image.new("RGB", (3 * cell, len(rows) * (cell + TITLE_HEIGHT)), (255, 255, 255))
-    draw, font = ImageDraw.Draw(canvas), _font()
+    draw, font = ImageDraw.Draw(canvas), title_font()
     for i, row in enumerate(rows):
         top = i * (cell + TITLE_HEIGHT)
         draw.text((4, top + 2), row.title, fill=(0, 0, 0), font=font)
@@ -80,24 +80,6 @@ def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
             x0, y0, x1, y1 = row.box
             draw.rectangle((2 * cell + x0 * cell, top + TITLE_HEIGHT + y0 * cell,
                             2 * cell + x1 * cell - 1, top + TITLE_HEIGHT + y1 * cell - 1), outline=(255, 255, 255), width=2)
-    return np.asarray(canvas)
-
-
-def confusion_matrix_image(matrix: np.ndarray, classes: list[str], title: str = "") -> np.ndarray:
-    """A small labelled confusion matrix (rows: true class, columns: predicted), (H, W, 3) uint8."""
-    n, cell, margin = len(classes), 64, 56
-    canvas = Image.new("RGB", (margin + n * cell, TITLE_HEIGHT + margin + n * cell), (255, 255, 255))
-    draw, font = ImageDraw.Draw(canvas), _font()
-    draw.text((4, 2), title, fill=(0, 0, 0), font=font)
-    peak = max(int(matrix.max()), 1)
-    for i in range(n):
-        draw.text((4, TITLE_HEIGHT + margin + i * cell + cell // 2 - 6), f"true {classes[i]}", fill=(0, 0, 0), font=font)
-        draw.text((margin + i * cell + 6, TITLE_HEIGHT + margin - 18), f"pred {classes[i]}", fill=(0, 0, 0), font=font)
-        for j in range(n):
-            shade = int(255 - 200 * matrix[i, j] / peak)
-            x, y = margin + j * cell, TITLE_HEIGHT + margin + i * cell
-            draw.rectangle((x, y, x + cell - 2, y + cell - 2), fill=(shade, shade, 255))
-            draw.text((x + cell // 2 - 10, y + cell // 2 - 6), str(int(matrix[i, j])), fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
 

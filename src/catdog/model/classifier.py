@@ -1,5 +1,11 @@
-"""The LightningModule: SimpleCNN, cross-entropy, torchmetrics, and the optimizer and LR
-schedule that Hydra hands over as partials (``_partial_: true``)."""
+"""The LightningModule: the training step (seeded augmentation on the device, MixUp/CutMix,
+cross-entropy), torchmetrics, and the optimizer and LR schedule that Hydra hands over as
+partials (``_partial_: true``).
+
+The network is any ``nn.Module`` that maps (N, 3, H, W) images, uint8 or float in [0, 1], to
+class scores (SimpleCNN by default; ``catdog.model.image_input`` is the input contract); the
+number of classes comes from ``classes`` (``data.classes``), not from the network's layers.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,13 @@ import math
 from functools import partial
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassConfusionMatrix
 
+from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
 
@@ -30,9 +37,13 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
+        classes: list[str],
         optimizer: partial,
         scheduler: partial | None = None,
-        scheduler_interval: str = "epoch",
+        scheduler_interval: str | None = None,
+        augment: dict | None = None,
+        compile_augment: bool = False,
+        seed: int = 42,
         label_smoothing: float = 0.0,
         mixup: float = 0.0,
         cutmix: float = 0.0,
@@ -41,18 +52,20 @@ class Classifier(L.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        if scheduler_interval not in ("epoch", "step"):
-            raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch' or 'step'")
-        self.net = net
+        if scheduler_interval not in (None, "epoch", "step"):
+            raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch', 'step' or null")
+        self.net, self.classes = net, [str(c) for c in classes]
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.scheduler_interval, self.label_smoothing = scheduler_interval, label_smoothing
+        self.scheduler_interval = scheduler_interval or _interval_of(scheduler)
+        self.label_smoothing, self.seed = label_smoothing, seed
         self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
-        n = net.fc2.out_features
+        self.augment, self.compile_augment = DeviceAugment(**(augment or {})), compile_augment
+        self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
+        n = len(self.classes)
         self.mix = _batch_mixing(mixup, cutmix, n)
         self.val_metrics = evaluation.metric_collection(n, "val/")
         self.test_metrics = evaluation.metric_collection(n, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_confusion = MulticlassConfusionMatrix(n)  # drawn each epoch by the Grad-CAM callback
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.run_config: dict = {}  # the resolved Hydra config, set by train.py, saved in checkpoints
@@ -77,13 +90,33 @@ class Classifier(L.LightningModule):
     # -- steps -----------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        images, y = batch  # uint8 (B, 3, S, S) on the device
+        self._seed_step(batch_idx)
+        x = self._augmented(images)
         x, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         self._watch_loss(loss, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
         self._tally(loss, logits, y)
         return loss
+
+    def _seed_step(self, batch_idx: int) -> None:
+        """Everything random in a training step (augmentation, dropout, MixUp) draws from a seed
+        made of (seed, epoch, step), not from a running state: a run resumed from any checkpoint,
+        even one saved mid-epoch, then repeats the uninterrupted run exactly. (Lightning passes
+        the batch's index within the epoch, restored on resume.) Under DDP each rank draws its own."""
+        trainer = self.trainer
+        key = [self.seed, trainer.current_epoch, batch_idx] + ([trainer.global_rank] if trainer.world_size > 1 else [])
+        _seed_generators(int(np.random.SeedSequence(key).generate_state(1)[0]), self.device)
+
+    def _augmented(self, images: torch.Tensor) -> torch.Tensor:
+        if self._train_augment is None:
+            # Compiled, ~100 small operations per batch become a few fused kernels: on a GPU their
+            # launches would otherwise take longer than the training step itself. Every batch has
+            # the same shape (the ragged last one is dropped), so it compiles once.
+            fn = self.augment.__call__
+            self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
+        return self._train_augment(images)
 
     # -- training metrics: summed on the device, logged sparingly ----------------------------
     # Not self.log and torchmetrics on every step: their bookkeeping costs more host time than a
@@ -151,8 +184,7 @@ class Classifier(L.LightningModule):
         return log_p
 
     def validation_step(self, batch, batch_idx):
-        log_p = self._eval_step(batch, self.val_metrics, self.val_loss)
-        self.val_confusion.update(log_p.exp(), batch[1])
+        return self._eval_step(batch, self.val_metrics, self.val_loss)  # for callbacks (confusion matrix)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
@@ -163,7 +195,6 @@ class Classifier(L.LightningModule):
             self.log("val/acc_best", self.val_acc_best.compute())
         self.val_metrics.reset()
         self.val_loss.reset()
-        self.val_confusion.reset()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, self.test_metrics, self.test_loss)
@@ -173,10 +204,6 @@ class Classifier(L.LightningModule):
         self.log("test/loss", self.test_loss.compute())
         self.test_metrics.reset()
         self.test_loss.reset()
-
-    def predict_step(self, batch, batch_idx):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.log_probs(x).exp()
 
     # -- optimisation ----------------------------------------------------------------------
 
@@ -229,9 +256,32 @@ class Classifier(L.LightningModule):
                 state.pop(key, None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        """Plain data beside the weights: enough to rebuild the network without unpickling code."""
         checkpoint["catdog"] = {
-            "net": dict(self.net.config),
-            "classes": list(datamodule.classes) if datamodule is not None else [],
+            "net": dict(getattr(self.net, "config", None) or {}),
+            "net_class": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
+            "classes": self.classes,
             "config": self.run_config,
         }
+
+
+def _interval_of(scheduler: partial | None) -> str:
+    """A schedule whose length the run fills in (OneCycleLR's total_steps, CosineAnnealingLR's
+    T_max) steps after every batch, so it is smooth at any run length; one that sets its own
+    period in the config (StepLR's step_size, the original's "every 3 epochs") steps per epoch."""
+    if scheduler is None:
+        return "epoch"
+    params = inspect.signature(scheduler.func).parameters
+    filled = [k for k in ("total_steps", "T_max") if k in params and k not in scheduler.keywords]
+    return "step" if filled else "epoch"
+
+
+def _seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the CPU's generator and this device's, not every device's as ``torch.manual_seed``
+    does: that also queues seeds for CUDA, XPU and MTIA, capturing a Python stack trace for each
+    (about 2 ms a step on a small CPU, where the training step itself can take 10 ms)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)

@@ -8,8 +8,6 @@ import math
 from typing import Callable
 
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
 
 def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
@@ -22,11 +20,38 @@ def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     return log_p
 
 
-def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
-    """Accuracy, macro F1 and AUROC, as ``<prefix>acc``, ``<prefix>f1``, ``<prefix>auroc``."""
+def metric_collection(num_classes: int, prefix: str):
+    """A torchmetrics MetricCollection: accuracy, macro F1 and AUROC, as ``<prefix>acc``,
+    ``<prefix>f1``, ``<prefix>auroc``."""
+    # Imported here: torchmetrics takes seconds to import (torchvision's models come with it),
+    # which predict.py and cam.py, scoring no metric, should not pay on every start.
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
+
     # validate_args=False: the checks read values back from the GPU, a stall on every step.
     return MetricCollection({
         "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
         "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
         "auroc": MulticlassAUROC(num_classes, validate_args=False),
     }, prefix=prefix)
+
+
+def positive_class(classes: list[str]) -> int:
+    """The class whose probability is reported (P(dog), Kaggle's label): "dog" where the classes
+    have it, else the last one (the positive class of a binary problem, by convention)."""
+    return classes.index("dog") if "dog" in classes else len(classes) - 1
+
+
+def classification_metrics(log_probs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict:
+    """The test metrics training logs (accuracy, macro F1, AUROC), the log loss and the confusion
+    matrix (rows: true class, columns: predicted), named as training names them."""
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    log_p = torch.as_tensor(log_probs, dtype=torch.float64)
+    probs = log_p.exp().float()
+    y = torch.as_tensor(targets, dtype=torch.long)
+    return {
+        **{k: float(v) for k, v in metric_collection(num_classes, "test/")(probs, y).items()},
+        "test/loss": float(torch.nn.functional.nll_loss(log_p, y)),  # the log loss, Kaggle's score
+        "confusion_matrix": MulticlassConfusionMatrix(num_classes)(probs, y).tolist(),
+    }

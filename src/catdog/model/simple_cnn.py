@@ -1,7 +1,8 @@
 """The original student's network, with its layer names kept so its state_dict loads.
 
 Three conv blocks (conv -> ReLU -> 2x2 max-pool), then fc1 -> ReLU -> dropout -> fc2.
-At 224 px the feature map entering fc1 is 128 x 28 x 28, exactly as in the original.
+It takes uint8 images (N, 3, H, W), or floats in [0, 1], and normalises them itself
+(``ImageInput``); its ``config`` holds the class names beside the options. At 224 px the feature map entering fc1 is 128 x 28 x 28, exactly as in the original.
 The options below default to the original network; none renames an original layer. The
 config (conf/model/simple_cnn.yaml) turns BatchNorm on, as the best recipe measured on real
 photos has it (README); bench/RESULTS.md records what each option measured.
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catdog.errors import UserError
+from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD, ImageInput
 
 HEADS = ("fc", "gap")
 
@@ -22,22 +24,27 @@ class SimpleCNN(nn.Module):
     def __init__(
         self,
         image_size: int = 224,
-        num_classes: int = 2,
+        classes: tuple[str, ...] = ("cat", "dog"),
         batch_norm: bool = False,
         head: str = "fc",
         dropout: float = 0.5,
         hidden: int = 512,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         if image_size % 8 or image_size < 8:
             raise UserError(f"data.image_size={image_size} must be a positive multiple of 8 (three 2x2 poolings)")
         if head not in HEADS:
             raise UserError(f"model.net.head={head!r} is not one of {HEADS}")
-        self.image_size, self.head = image_size, head
+        if len(classes) < 2:
+            raise UserError(f"a classifier needs at least two classes, got {list(classes)}")
+        self.image_size, self.head, self.classes = image_size, head, [str(c) for c in classes]
         # Plain numbers and strings that rebuild this network: saved in checkpoints, which then
-        # load without unpickling any object (see checkpoint.py).
-        self.config = dict(image_size=image_size, num_classes=num_classes, batch_norm=batch_norm,
-                           head=head, dropout=dropout, hidden=hidden)
+        # load without unpickling any object (see checkpoint_load.py).
+        self.config = dict(image_size=image_size, classes=self.classes, batch_norm=batch_norm, head=head,
+                           dropout=dropout, hidden=hidden, mean=list(mean), std=list(std))
+        self.input = ImageInput(mean, std)
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
@@ -52,7 +59,7 @@ class SimpleCNN(nn.Module):
         # "gap": global average pooling, so fc1 has 128 inputs instead of 128*side*side
         # (51M parameters at 224 px), which over-fits small data sets.
         self.fc1 = nn.Linear(128 if head == "gap" else 128 * side * side, hidden)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        self.fc2 = nn.Linear(hidden, len(self.classes))
         self.dropout = nn.Dropout(dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +68,7 @@ class SimpleCNN(nn.Module):
         return self.pool(self.relu3(self.bn3(self.conv3(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
+        x = self.features(self.input(x))
         x = x.mean(dim=(2, 3)) if self.head == "gap" else torch.flatten(x, 1)
         x = self.dropout(F.relu(self.fc1(x)))
         return self.fc2(x)

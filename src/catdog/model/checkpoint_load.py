@@ -2,8 +2,10 @@
 
 ``torch.load(weights_only=True)`` unpickles tensors and plain data only, so a file carrying a
 pickled object that would run code is refused. Lightning checkpoints written by train.py keep
-the network's options as plain data under ``"catdog"``; a bare ``state_dict`` saved by the
-original script (``torch.save(model.state_dict(), ...)``) loads too.
+the network's options (class names, input mean and std included) as plain data under
+``"catdog"``; older ones kept the class names and the mean and std beside them, and a bare
+``state_dict`` saved by the original script (``torch.save(model.state_dict(), ...)``) has
+none of them: both load too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 from catdog.errors import UserError
 from catdog.model.simple_cnn import SimpleCNN
 
-_NET_OPTIONS = {"image_size", "num_classes", "batch_norm", "head", "dropout", "hidden"}
+_NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "mean", "std"}
+DEFAULT_CLASSES = ("cat", "dog")  # Kaggle's, in label order: what a file that names none was trained on
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path = "outputs") -> str | None:
@@ -70,21 +73,42 @@ def _options_from_state_dict(state: dict) -> dict:
     head = "gap" if fc1_in == 128 and "bn1.weight" in state else ("fc" if side * side * 128 == fc1_in else None)
     if head is None:
         raise UserError(f"fc1 takes {fc1_in} inputs, which is not 128 x side x side: not a SimpleCNN state_dict")
-    return dict(image_size=side * 8 if head == "fc" else 224, num_classes=num_classes, hidden=hidden,
+    return dict(image_size=side * 8 if head == "fc" else 224, classes=_default_classes(num_classes), hidden=hidden,
                 batch_norm="bn1.weight" in state, head=head)
 
 
-def net_from_checkpoint(ckpt: dict, expect_image_size: int | None = None) -> tuple[SimpleCNN, list[str]]:
-    """The network with its weights, and its class names (cat, dog unless the checkpoint says)."""
+def _default_classes(n: int) -> list[str]:
+    return list(DEFAULT_CLASSES) if n == len(DEFAULT_CLASSES) else [f"class_{i}" for i in range(n)]
+
+
+def _stored_options(ckpt: dict) -> dict:
+    """The network options of a train.py checkpoint, today's or an older one's: those kept the
+    class names beside the options and the mean and std in the DataModule's state."""
+    meta = ckpt["catdog"]
+    options = dict(meta.get("net") or {})
+    if "classes" not in options:
+        options["classes"] = list(meta.get("classes") or _default_classes(int(options.pop("num_classes", 2))))
+    options.pop("num_classes", None)
+    stats = ckpt.get("CatDogDataModule") if isinstance(ckpt.get("CatDogDataModule"), dict) else {}
+    for key in ("mean", "std"):
+        if key not in options and stats.get(key):
+            options[key] = [float(v) for v in stats[key]]
+    return {k: v for k, v in options.items() if k in _NET_OPTIONS}
+
+
+def net_from_checkpoint(ckpt: dict, expect_image_size: int | None = None) -> SimpleCNN:
+    """The network with its weights, in eval mode; its ``classes`` name its outputs."""
     meta = ckpt.get("catdog")
     if meta is not None:
-        options = {k: v for k, v in meta.get("net", {}).items() if k in _NET_OPTIONS}
+        net_class = meta.get("net_class", "catdog.model.simple_cnn.SimpleCNN")
+        if net_class != "catdog.model.simple_cnn.SimpleCNN":
+            raise UserError(f"the checkpoint holds a {net_class} network: eval, predict and cam rebuild SimpleCNN "
+                            "only (a class named in a file is never imported: that could run code)")
+        options = _stored_options(ckpt)
         state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-        classes = list(meta.get("classes") or [])
     else:
         state = ckpt.get("state_dict", ckpt)
         options = _options_from_state_dict(state)
-        classes = []
     if expect_image_size is not None and options.get("image_size", expect_image_size) != expect_image_size and options.get("head") != "gap":
         raise UserError(
             f"the checkpoint was trained at data.image_size={options['image_size']}, not {expect_image_size}: "
@@ -96,11 +120,7 @@ def net_from_checkpoint(ckpt: dict, expect_image_size: int | None = None) -> tup
     except RuntimeError as err:  # shapes that disagree with the options stored beside them
         raise UserError(f"the checkpoint's weights do not fit its own network options: {str(err).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise UserError(
-            f"the checkpoint's weights do not fit SimpleCNN({', '.join(f'{k}={v}' for k, v in options.items())}): "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    classes = classes or ["cat", "dog"][: options.get("num_classes", 2)]
-    if len(classes) != net.fc2.out_features:
-        raise UserError(f"the checkpoint names {len(classes)} classes but its network has {net.fc2.out_features} outputs")
-    return net.eval(), classes
+        shown = ", ".join(f"{k}={v}" for k, v in options.items() if k not in ("mean", "std"))
+        raise UserError(f"the checkpoint's weights do not fit SimpleCNN({shown}): "
+                        f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return net.eval()

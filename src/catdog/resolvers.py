@@ -1,11 +1,11 @@
-"""What the configs need from code: device-dependent defaults, and plain-data views of a config."""
+"""The resolvers the configs use: the fastest sound settings for this machine and trainer."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -29,7 +29,6 @@ def device_default(key: str):
     values = {
         "precision": ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else cpu_precision,
         "cpu_precision": cpu_precision,
-        "compile": gpu,
         "benchmark": gpu,
         "progress_refresh": 50 if gpu else 1,  # a refresh reads metrics back, waiting for the GPU
     }
@@ -38,28 +37,15 @@ def device_default(key: str):
     return values[key]
 
 
+def compile_for(accelerator: str) -> bool:
+    """``${compile_for:${trainer.accelerator}}``: torch.compile pays on a GPU; on the CPUs measured
+    it loses (bench/RESULTS.md), so a CPU trainer, also on a machine with a GPU, runs eagerly."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("device_default"):
-        OmegaConf.register_new_resolver("device_default", device_default)
-
-
-def flat_params(cfg: DictConfig, skip=("paths", "callbacks", "logger", "hydra", "model.optimizer", "model.scheduler")) -> dict[str, float | int | str | bool]:
-    """The config as ``{"optimizer.lr": 0.001, ...}`` scalars, for TensorBoard's HParams tab."""
-    out: dict = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if str(key).startswith("_") or name in skip:
-                continue
-            if isinstance(value, DictConfig):
-                walk(value, name + ".")
-            elif isinstance(value, ListConfig):
-                out[name] = str(OmegaConf.to_container(value))
-            elif value is None:
-                out[name] = "null"
-            elif isinstance(value, (int, float, str, bool)):
-                out[name] = value
-
-    walk(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), "")
-    return out
+    for name, fn in (("device_default", device_default), ("compile_for", compile_for)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

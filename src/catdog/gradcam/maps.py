@@ -21,6 +21,7 @@ precision (autocast or half weights).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence, Union
 
 import torch
@@ -98,17 +99,17 @@ def _target_indices(targets: Targets, logits: Tensor) -> Tensor:
     return t
 
 
-def _eval_mode(model: nn.Module) -> dict[nn.Module, bool]:
-    """Put every module in eval mode (deterministic dropout/BN); return the modes to restore.
-    Per module, because a model may deliberately keep some parts (frozen BN) in eval."""
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Every module in eval mode (deterministic dropout/BN) for a moment, then each module's own
+    mode back: per module, because a model may deliberately keep some parts (frozen BN) in eval."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    return modes
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for m, training in modes.items():
-        m.training = training
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def _normalize(cam: Tensor) -> Tensor:
@@ -120,11 +121,12 @@ def _normalize(cam: Tensor) -> Tensor:
 
 
 def _model_input(model: nn.Module, images: Tensor) -> Tensor:
-    """A fresh normal (non-inference) tensor to differentiate through, in the model's dtype
-    when its weights are half precision (under autocast they stay float32: no cast).
+    """A fresh normal (non-inference) tensor to differentiate through: uint8 pixels become floats
+    in [0, 1], which the networks here take as well (``catdog.model.image_input``), in the
+    model's dtype when its weights are half precision (under autocast they stay float32).
     It requires grad so the layer's output is in the graph even if the model is frozen."""
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    x = images.clone()
+    x = images.float().div(255.0) if images.dtype == torch.uint8 else images.clone()
     if param is not None and x.is_floating_point():
         x = x.to(param.dtype)
     return x.requires_grad_(x.is_floating_point())
@@ -158,7 +160,8 @@ def grad_cam_with_logits(
 
     Args:
         model: a classifier returning logits (N, num_classes).
-        images: (N, C, H, W) batch on the model's device; may be an inference tensor.
+        images: (N, C, H, W) batch on the model's device, uint8 pixels or the model's float input;
+            may be an inference tensor.
         layer: dotted name of a submodule with (N, C, h, w) output (``model.get_submodule``).
         targets: class per image (int for all, list or LongTensor of N); default the predicted one.
         method: one of ``METHODS``.
@@ -168,8 +171,7 @@ def grad_cam_with_logits(
     """
     target_layer = find_layer(model, layer)
     weigh = weight_fn(method)
-    modes = _eval_mode(model)
-    try:
+    with evaluating(model):
         # Lightning validates under no_grad or inference_mode; both must be lifted here.
         with torch.inference_mode(False), torch.enable_grad():
             logits, acts = _forward_with_activations(model, target_layer, _model_input(model, images))
@@ -180,10 +182,8 @@ def grad_cam_with_logits(
             (grads,) = torch.autograd.grad(score, acts)
         acts, grads = acts.detach().float(), grads.float()
         cam = F.relu((weigh(acts, grads) * acts).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return _normalize(cam[:, 0]), logits.detach().float()
-    finally:
-        _restore_modes(modes)
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return _normalize(cam[:, 0]), logits.detach().float()
 
 
 def grad_cam(

@@ -1,0 +1,86 @@
+"""How every entry point runs its Hydra task: ``result.json`` in the run folder, one line and
+exit code 2 for a UserError, and in a sweep a failed job that does not stop the others."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from catdog.atomic_write import write_atomic
+from catdog.errors import UserError
+
+log = logging.getLogger("catdog")
+
+
+def is_multirun(config: DictConfig | None = None) -> bool:
+    """Whether this job is one of a multirun (a sweep): from ``config``'s ``hydra.mode`` where a
+    Hydra callback is handed one, else from the running job's Hydra config."""
+    if config is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return False
+        mode = HydraConfig.get().mode
+    else:
+        mode = OmegaConf.select(config, "hydra.mode", default=None)
+    return str(getattr(mode, "name", mode)).upper() == "MULTIRUN"
+
+
+def _is_rank_zero() -> bool:
+    """False in the other processes of a DDP run: Lightning re-runs the command in each rank, in
+    rank zero's folder, and only rank zero may write that run's result.json. Where Lightning is
+    loaded (train.py) its rank counts; eval, predict and cam never load it (4 s of start-up),
+    and for them the launchers' variables that Lightning itself reads tell."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    if rank_zero is not None:
+        return getattr(rank_zero.rank_zero_only, "rank", 0) == 0
+    return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
+
+
+def _write_result(output_dir: str | None, result: dict) -> None:
+    if output_dir and _is_rank_zero():
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(output_dir) / "result.json", json.dumps(result, indent=2, default=str))
+
+
+def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
+    """Wrap a Hydra task that returns ``{"metrics": {...}, "objective": float}``.
+
+    Every run leaves ``result.json`` in its folder (status, metrics, error, run time), which the
+    sweep summary reads. A UserError ends a single run with one line and exit code 2; in a
+    sweep, a failed job is logged and returns NaN, so the other jobs still run.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        from hydra.core.hydra_config import HydraConfig
+
+        output_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+        start = time.time()
+        try:
+            result = fn(cfg)
+        except Exception as err:
+            user = isinstance(err, UserError)
+            message = str(err) if user else f"{type(err).__name__}: {err}"
+            _write_result(output_dir, {"status": "failed", "error": message, "run_time_s": time.time() - start})
+            if is_multirun():
+                log.error("job failed: %s%s", message, "" if user else "\n" + traceback.format_exc())
+                return math.nan
+            if user:
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            raise
+        _write_result(output_dir, {"status": "ok", "run_time_s": time.time() - start, **result})
+        return result.get("objective", math.nan)
+
+    return wrapper

@@ -1,0 +1,114 @@
+"""The network owns its input (uint8 in, normalised inside), checkpoints of every age load, and
+the LightningModule trains any network, for any number of classes the config names."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdog.errors import UserError
+from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint
+from catdog.model.classifier import Classifier
+from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD, ImageInput
+from catdog.model.simple_cnn import SimpleCNN
+from helpers import TINY, TinyNet, compose_train, write_image
+from train import train
+
+DATA = Path(__file__).parent / "data"
+# The original script's layer names: its state_dict must load into SimpleCNN, and SimpleCNN's into it.
+ORIGINAL_KEYS = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+                 "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+
+
+def test_image_input_takes_uint8_or_unit_floats_and_normalises_with_imagenet_statistics():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    expected = (images / 255.0 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    layer = ImageInput()
+    assert torch.allclose(layer(images), expected, atol=1e-6)
+    assert torch.allclose(layer(images / 255.0), expected, atol=1e-6)
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+    assert layer(channels_last).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(TypeError, match="uint8 or float"):
+        layer(images.long())
+
+
+def test_simple_cnn_keeps_the_original_state_dict_and_carries_its_classes():
+    net = SimpleCNN(image_size=16, classes=["cat", "dog"]).eval()
+    assert list(net.state_dict()) == ORIGINAL_KEYS  # mean and std are config, not weights
+    assert net.config["classes"] == ["cat", "dog"] and net.config["mean"] == list(IMAGENET_MEAN)
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(net(images), net(images / 255.0), atol=1e-6)
+        rebuilt = SimpleCNN(**net.config).eval()
+        rebuilt.load_state_dict(net.state_dict())
+        assert torch.equal(rebuilt(images), net(images))
+    assert SimpleCNN(image_size=16, classes=["a", "b", "c"]).fc2.out_features == 3
+    with pytest.raises(UserError, match="two classes"):
+        SimpleCNN(image_size=16, classes=["cat"])
+
+
+def test_a_checkpoint_written_by_the_previous_main_loads_and_scores_the_same():
+    """tests/data/checkpoint_main_70c732b.ckpt was saved by train.py at commit 70c732b (16 px,
+    BatchNorm), when the class names sat beside the network options and the mean and std in the
+    DataModule's state; the .json holds what that commit's eval path computed on fixed pixels."""
+    reference = json.loads((DATA / "checkpoint_main_70c732b.json").read_text())
+    net = net_from_checkpoint(load_checkpoint(DATA / "checkpoint_main_70c732b.ckpt"))
+    assert net.classes == reference["classes"] == ["cat", "dog"] and net.image_size == 16
+    images = torch.randint(0, 256, reference["shape"], generator=torch.Generator().manual_seed(reference["seed"]),
+                           dtype=torch.uint8).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        log_probs = net(images).log_softmax(dim=1)
+    assert torch.allclose(log_probs, torch.tensor(reference["log_probs"]), atol=1e-6)
+
+
+def test_a_bare_state_dict_of_the_original_script_loads(tmp_path):
+    torch.manual_seed(0)
+    original = SimpleCNN(image_size=32)  # no BatchNorm, flatten -> fc1: the student's network
+    torch.save(original.state_dict(), tmp_path / "student.pth")
+    net = net_from_checkpoint(load_checkpoint(tmp_path / "student.pth"))
+    assert net.classes == ["cat", "dog"] and net.image_size == 32 and net.config["batch_norm"] is False
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(net(images), original.eval()(images))
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    (partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25), "step"),
+    (partial(torch.optim.lr_scheduler.CosineAnnealingLR), "step"),  # T_max filled in from the run, in steps
+    (partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=30), "epoch"),  # a period the config sets
+    (partial(torch.optim.lr_scheduler.StepLR, step_size=3), "epoch"),
+    (None, "epoch"),
+])
+def test_the_schedule_says_how_often_it_steps(schedule, expected):
+    module = Classifier(TinyNet(["cat", "dog"]), ["cat", "dog"], partial(torch.optim.SGD, lr=0.1), schedule)
+    assert module.scheduler_interval == expected
+
+
+def test_another_network_trains_through_train_py_on_three_classes(tmp_path):
+    """Any nn.Module with the input contract plugs in (model.net), and the number of outputs comes
+    from data.classes: here a one-layer net on a folder of three classes, with its maps."""
+    for cls, colour in (("cat", (200, 30, 30)), ("dog", (30, 200, 30)), ("fox", (30, 30, 200))):
+        for i in range(12):
+            write_image(tmp_path / "data" / cls / f"{i}.png", size=(20, 20), color=tuple(c + 3 * i for c in colour))
+    overrides = [f"data.root={tmp_path / 'data'}", *TINY, "data.image_size=16", "data.classes=[cat,dog,fox]",
+                 "~model.net", "+model.net._target_=helpers.TinyNet", "+model.net.classes=${data.classes}",
+                 "callbacks.gradcam.layer=act", "test=false", "~logger", "~callbacks.lr_monitor"]
+    result = train(compose_train(tmp_path, overrides))
+    assert 0.0 <= result["metrics"]["val/acc"] <= 1.0
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["catdog"]["classes"] == ["cat", "dog", "fox"] and ckpt["catdog"]["net_class"] == "helpers.TinyNet"
+    assert ckpt["state_dict"]["net.head.weight"].shape[0] == 3
+    assert (tmp_path / "run" / "gradcam_grid.png").is_file()
+    with pytest.raises(UserError, match="TinyNet network"):  # never imported by name from a file
+        net_from_checkpoint(ckpt)
+
+
+def test_a_folder_with_other_classes_than_the_config_says_is_one_clear_error(tmp_path):
+    for cls in ("cat", "fox"):
+        write_image(tmp_path / "data" / cls / "0.png")
+    with pytest.raises(UserError, match=r"add data.classes=\[cat,fox\]"):
+        train(compose_train(tmp_path, [f"data.root={tmp_path / 'data'}", *TINY, "~logger", "~callbacks.lr_monitor"]))
