@@ -70,11 +70,11 @@ class GradCamLogger(L.Callback):
         return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs
 
     def _cams(self, pl_module, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps (on the module's device) and class probabilities of uint8 (N, 3, S, S) images."""
+        """Maps and class probabilities of uint8 (N, 3, S, S) images, on the CPU, where the few
+        pictures are drawn (computed on the module's device)."""
         outs = list(run_network(pl_module.net, images_uint8.split(self.batch_size), pl_module.device,
                                 cam_layer=self.layer, cam_method=self.method))
-        cams = torch.cat([o.cams for o in outs]).to(pl_module.device)
-        return cams, torch.cat([o.log_probs for o in outs]).exp()
+        return torch.cat([o.cams for o in outs]), torch.cat([o.log_probs for o in outs]).exp()
 
     def _rows(self, sample: dict, cams, probs, classes: list[str]) -> list[Row]:
         dog = positive_class(classes)
@@ -83,7 +83,7 @@ class GradCamLogger(L.Callback):
             true, pred = classes[int(sample["labels"][i])], classes[int(probs[i].argmax())]
             title = f"{true} -> {pred}  P({classes[dog]})={float(probs[i, dog]):.2f}"
             box = tuple(sample["boxes"][i].tolist()) if sample.get("boxes") is not None else None
-            rows.append(Row(sample["images"][i].to(cams.device), cams[i], title, box))
+            rows.append(Row(sample["images"][i], cams[i], title, box))
         return rows
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -92,7 +92,7 @@ class GradCamLogger(L.Callback):
         epoch, classes = trainer.current_epoch, pl_module.classes
         cams, probs = self._cams(pl_module, self.fixed["images"])
         rows = self._rows(self.fixed, cams, probs, classes)
-        overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap).cpu()
+        overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap)
         grid = cam_grid(rows, self.colormap)
         self._score(pl_module)
         run_dir = Path(trainer.default_root_dir)
@@ -102,9 +102,9 @@ class GradCamLogger(L.Callback):
         if self.scored is None:
             return
         cams, _ = self._cams(pl_module, self.scored["images"])
-        boxes = self.scored["boxes"].to(cams.device)
-        pl_module.log("gradcam/pointing_game", pointing_game(cams, boxes).float().mean())
-        pl_module.log("gradcam/energy_in_box", energy_in_box(cams, boxes).mean())
+        boxes = self.scored["boxes"]
+        pl_module.log("gradcam/pointing_game", float(pointing_game(cams, boxes).float().mean()))
+        pl_module.log("gradcam/energy_in_box", float(energy_in_box(cams, boxes).mean()))
 
     def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
         for writer in _tensorboard_writers(trainer):
