@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from catdog.errors import DiskFullError
 from catdog.model.checkpoint import load_checkpoint
 
 
@@ -15,7 +17,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it into
     place: a crash while saving leaves the previous checkpoint whole, never a truncated one.
     (Lightning's own save goes through the system's temp folder, which may be another disk,
-    where the final move is a copy that a crash can cut short.) Loading refuses pickled code."""
+    where the final move is a copy that a crash can cut short.) A full disk ends the run with a
+    DiskFullError naming the checkpoint that failed. Loading refuses pickled code."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
@@ -27,8 +30,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if not _disk_full(err):
+                raise
+            raise DiskFullError(_disk_full_message(path, checkpoint)) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # also frees the space the partial file took
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return load_checkpoint(path)
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """ENOSPC or EDQUOT, also where torch.save turned it into a RuntimeError of its zip writer."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _disk_full_message(path: Path, checkpoint: dict) -> str:
+    last = path.with_name("last.ckpt")
+    then = f"resume with ckpt_path={last}" if last.exists() else "start again (no last.ckpt was saved yet)"
+    return (f"the disk is full: saving {path} (epoch {checkpoint.get('epoch', '?')}, step {checkpoint.get('global_step', '?')}) "
+            f"failed and training stopped; every checkpoint saved before is kept whole. Free some space, then {then}")
