@@ -5,7 +5,9 @@ job's name when it is a sweep job). ``last`` is then the ``checkpoints/last.ckpt
 
 - a single run: the newest other single run under ``paths.output_root``;
 - a sweep job: the job of the same name (``<n>_<overrides>``) in the newest earlier sweep;
-- eval, predict and cam: the newest training run, single or sweep job.
+- eval, predict and cam: the newest training run, single or sweep job;
+- first of all, the run's own folder, when it has one: a job requeued into the same folder
+  (``hydra.run.dir=outputs/runs/$SLURM_JOB_ID``) continues itself.
 
 Where that run has no ``last.ckpt`` (killed before its first save, or failed before training),
 one line says so and names the newest such run that has one, with the override that resumes
@@ -74,17 +76,21 @@ def training_runs(output_root: str | os.PathLike) -> list[Run]:
 def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None = None, job: str | None = None) -> Path:
     """The ``last.ckpt`` that ``ckpt_path=last`` means for a run in ``current`` (see the module)."""
     current = Path(current).resolve() if current else None
+    if current is not None and (current / "checkpoints" / "last.ckpt").is_file():
+        return current / "checkpoints" / "last.ckpt"  # this run's own earlier life (a job requeued into its folder)
     runs = [r for r in training_runs(output_root) if r.folder.resolve() != current and job in (ANY_JOB, r.job)]
-    what = f"sweep job {job}" if job not in (None, ANY_JOB) else "run"
+    sweep = job not in (None, ANY_JOB)
     if not runs:
-        raise UserError(f"ckpt_path=last: no earlier training {what} under {output_root}/ to resume; train first, or give a path")
+        where = f"no earlier sweep under {output_root}/ has a job named {job}" if sweep else f"no earlier training run under {output_root}/"
+        raise UserError(f"ckpt_path=last: {where} to resume; train first, or give a path")
     newest = runs[-1]
     if newest.last.is_file():
         return newest.last
     saved = [r for r in runs if r.last.is_file()]
+    what = "run of this job" if sweep else "run"
     hint = (f"the newest {what} that has one is {saved[-1].folder}: to continue it, use ckpt_path={saved[-1].last}"
             if saved else f"no earlier {what} has one either: start without ckpt_path")
-    raise UserError(f"ckpt_path=last: the newest {what}, {newest.folder}, has no checkpoints/last.ckpt "
+    raise UserError(f"ckpt_path=last: the newest {'earlier ' if sweep else ''}{what}, {newest.folder}, has no checkpoints/last.ckpt "
                     f"(it stopped before its first save: killed, or failed before training); {hint}")
 
 
