@@ -57,8 +57,8 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
 
     Every run leaves ``result.json`` in its folder (status, metrics, error, run time), which the
     sweep summary reads. A UserError ends a single run with one line and its exit code (2; 28
-    for a full disk); in a
-    sweep, a failed job is logged and returns NaN, so the other jobs still run.
+    for a full disk); in a sweep, a failed job is logged and returns NaN, so the other jobs
+    still run.
     """
 
     @functools.wraps(fn)
