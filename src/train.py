@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -21,10 +22,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.hparams import log_hparams
-from catdog.resolvers import register_resolvers
-from catdog.task import hydra_task
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
+from catdog.model.resume import describe_resume, mark_run
 from catdog.preflight import check_space, check_writable
+from catdog.resolvers import register_resolvers
+from catdog.task import hydra_task, is_multirun
 
 log = logging.getLogger("catdog.train")
 register_resolvers()
@@ -45,14 +47,24 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
 
 
+def sweep_job() -> str | None:
+    """This job's folder name (``<n>_<overrides>``) in a sweep; None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir).name if is_multirun() else None
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root)
+    job = sweep_job()
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.paths.output_dir, job)
     if ckpt_path:  # refuse a file that would run code now, not after the data is prepared
-        load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the check reads no weights
+        ckpt = load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the check reads no weights
+        log.info(describe_resume(ckpt_path, ckpt, cfg))
 
     check_writable(cfg.paths.output_dir, "the run folder")
+    mark_run(cfg.paths.output_dir, job)  # from now on, ckpt_path=last means this run
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     # Two checkpoints (best and last), each the weights plus about twice as much optimizer state.

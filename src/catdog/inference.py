@@ -55,7 +55,8 @@ class LoadedModel:
 
 
 def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:
-    """The network of ``ckpt_path`` (a file, or ``last``: the newest last.ckpt under ``output_root``).
+    """The network of ``ckpt_path`` (a file, or ``last``: the newest training run's last.ckpt
+    under ``output_root``, see catdog.model.resume).
 
     ``image_size``, when given, must be the one the network was trained at (a clear UserError
     otherwise); by default it is read from the checkpoint.
@@ -63,7 +64,7 @@ def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs"
     path = resolve_ckpt_path(ckpt_path, output_root)
     if path is None:
         raise UserError("ckpt_path is not set: add ckpt_path=/path/to/file.ckpt (or ckpt_path=last: the newest "
-                        f"checkpoints/last.ckpt under {output_root}/)")
+                        f"training run's checkpoints/last.ckpt under {output_root}/)")
     ckpt = load_checkpoint(path)
     net = net_from_checkpoint(ckpt, expect_image_size=image_size)
     model_cfg = ((ckpt.get("catdog") or {}).get("config") or {}).get("model") or {}

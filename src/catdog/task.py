@@ -49,16 +49,20 @@ def _is_rank_zero() -> bool:
 
 def _write_result(output_dir: str | None, result: dict) -> None:
     if output_dir and _is_rank_zero():
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(output_dir) / "result.json", json.dumps(result, indent=2, default=str))
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            write_atomic(Path(output_dir) / "result.json", json.dumps(result, indent=2, default=str))
+        except OSError as err:  # a full disk: the run's own message matters more than this file
+            log.warning("could not write %s/result.json (%s)", output_dir, err.strerror or err)
 
 
 def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
     """Wrap a Hydra task that returns ``{"metrics": {...}, "objective": float}``.
 
     Every run leaves ``result.json`` in its folder (status, metrics, error, run time), which the
-    sweep summary reads. A UserError ends a single run with one line and exit code 2; in a
-    sweep, a failed job is logged and returns NaN, so the other jobs still run.
+    sweep summary reads. A UserError ends a single run with one line and its exit code (2; 28
+    for a full disk); in a sweep, a failed job is logged and returns NaN, so the other jobs
+    still run.
     """
 
     @functools.wraps(fn)
@@ -78,7 +82,7 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
                 return math.nan
             if user:
                 print(f"error: {message}", file=sys.stderr, flush=True)
-                sys.exit(2)
+                sys.exit(err.exit_code)
             raise
         _write_result(output_dir, {"status": "ok", "run_time_s": time.time() - start, **result})
         return result.get("objective", math.nan)

@@ -1,8 +1,12 @@
 """Keep ``checkpoints/last.ckpt``: what ``ckpt_path=last`` resumes.
 
-It is saved at the end of training, at the end of an epoch once ``every_minutes`` have passed
-since the last save (so a fast run does not spend its time writing checkpoints, and a crash
-loses at most that much), and when the run is stopped in an orderly way:
+It is saved at the end of training, when the run is stopped in an orderly way (below), and at
+the end of an epoch unless the next epoch, if it lasts as long as this one, still ends within
+``every_minutes`` of the last save. So saves come at most ``every_minutes`` apart where epochs
+are shorter (a fast run does not spend its time writing checkpoints), and after every epoch
+where they are longer: a run killed outright (SIGKILL, a power cut) loses at most
+``every_minutes`` or one epoch of work, whichever is longer, as long as epochs keep about the
+same length. ``every_minutes=0`` saves after every epoch. The orderly stops:
 
 - SIGTERM: Lightning stops after the current batch;
 - Ctrl-C: caught here and turned into the same orderly stop before the next batch (a second
@@ -34,7 +38,7 @@ class LastCheckpoint(L.Callback):
         self.every_s = every_minutes * 60
         self._stop_requested = False
         self._previous_handler = None
-        self._last_save = time.monotonic()
+        self._last_save = self._epoch_end = time.monotonic()
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # a temporary file, then renamed: never half a file
@@ -43,14 +47,21 @@ class LastCheckpoint(L.Callback):
     # -- periodic and final saves ---------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_save, self._stop_requested = time.monotonic(), False
+        self._last_save = self._epoch_end = time.monotonic()
+        self._stop_requested = False
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        epoch_s, self._epoch_end = now - self._epoch_end, now
         final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if final or trainer.should_stop or time.monotonic() - self._last_save >= self.every_s:
+        if final or trainer.should_stop or self.due(now, epoch_s):
             self._save(trainer)
+
+    def due(self, now: float, epoch_s: float) -> bool:
+        """Save now if waiting for the next epoch's end would leave more than every_minutes unsaved."""
+        return now + epoch_s - self._last_save > self.every_s
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()

@@ -6,12 +6,15 @@ The key hashes the file list, sizes, modification times and the image size, so a
 data set gets a new cache and later runs (and every job of a sweep) reuse a matching one.
 
 Written under a file lock, to temporary files renamed into place (the JSON last, as the
-commit mark), so parallel jobs build it once and a crash never leaves a cache that loads.
-A record that does not match its array (truncated, damaged, another key) is rebuilt.
+commit mark), so parallel jobs build it once (the others wait, saying so) and a crash never
+leaves a cache that loads. A record that does not match its array (truncated, damaged, another
+key) is rebuilt. The lock dies with its holder, even one killed outright, and the next builder
+removes the temporary array such a run left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from catdog.atomic_write import write_atomic
@@ -193,15 +196,38 @@ def decode_all(
     if loaded is None:
         if not build:
             raise RuntimeError(f"decoded-image cache {record_path} is missing: prepare_data did not run")
-        with FileLock(str(record_path) + ".lock"):
+        with _build_lock(record_path):
             # Another job may have built it while we waited for the lock.
             loaded = _load_record(record_path, key, size, with_pixels)
             if loaded is None:
+                _remove_orphans(record_path)
                 if with_pixels:
                     check_space(cache_dir, len(files.paths) * size * size * 3 + (64 << 20), "data.cache_dir")
                 loaded = _build(files, size, record_path, key, with_pixels, default_workers(workers) or 1, max_pixels)
     record, images = loaded
     return _select_good(record, images)
+
+
+@contextlib.contextmanager
+def _build_lock(record_path: Path):
+    """The lock on building this cache; say so when another run holds it."""
+    lock = FileLock(str(record_path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another run is building the decoded-image cache %s: waiting for it to finish", record_path.with_suffix(".npy"))
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_orphans(record_path: Path) -> None:
+    """Temporary arrays of builds killed outright (SIGKILL): under the lock, no build is running."""
+    for name in (record_path.name, record_path.with_suffix(".npy").name):
+        for orphan in record_path.parent.glob(f".{name}.tmp-*"):
+            orphan.unlink(missing_ok=True)
 
 
 def _select_good(record: dict, images: np.ndarray | None) -> Decoded:

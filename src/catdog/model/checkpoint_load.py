@@ -17,21 +17,22 @@ from pathlib import Path
 import torch
 
 from catdog.errors import UserError
+from catdog.model.resume import ANY_JOB, find_last
 from catdog.model.simple_cnn import SimpleCNN
 
 _NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "mean", "std"}
 DEFAULT_CLASSES = ("cat", "dog")  # Kaggle's, in label order: what a file that names none was trained on
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path = "outputs") -> str | None:
-    """``last`` means the newest ``last.ckpt`` of any run under ``output_root``."""
+def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path = "outputs", current: str | Path | None = None,
+                      job: str | None = ANY_JOB) -> str | None:
+    """A file path as given, checked; ``last``: the newest run's ``last.ckpt`` (``resume.find_last``:
+    for a training run in ``current``, the newest other run, or the same ``job`` of the newest
+    earlier sweep; by default the newest training run of any kind)."""
     if ckpt_path in (None, ""):
         return None
     if str(ckpt_path) == "last":
-        found = sorted(Path(output_root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise UserError(f"ckpt_path=last: no checkpoints/last.ckpt under {output_root}/ yet; train first, or give a path")
-        return str(found[-1])
+        return str(find_last(output_root, current, job))
     if not Path(ckpt_path).is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist: give the path of a .ckpt file (or ckpt_path=last)")
     return str(ckpt_path)

@@ -1,0 +1,121 @@
+"""What ``ckpt_path=last`` resumes, and how a resumed run differs from the run it continues.
+
+Every training run marks its folder with ``run.json`` when it starts (its start time, and its
+job's name when it is a sweep job). ``last`` is then the ``checkpoints/last.ckpt`` of:
+
+- a single run: the newest other single run under ``paths.output_root``;
+- a sweep job: the job of the same name (``<n>_<overrides>``) in the newest earlier sweep;
+- eval, predict and cam: the newest training run, single or sweep job;
+- first of all, the run's own folder, when it has one: a job requeued into the same folder
+  (``hydra.run.dir=outputs/runs/$SLURM_JOB_ID``) continues itself.
+
+Where that run has no ``last.ckpt`` (killed before its first save, or failed before training),
+one line says so and names the newest such run that has one, with the override that resumes
+it: a run is never continued silently in place of a newer one. Folders from before run.json
+count too, dated by their Hydra or checkpoints folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from catdog.atomic_write import write_atomic
+from catdog.errors import UserError
+
+MARK = "run.json"
+ANY_JOB = "*"  # find_last(job=ANY_JOB): single runs and sweep jobs alike
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    started: float
+    job: str | None  # the sweep job's folder name; None for a single run
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "checkpoints" / "last.ckpt"
+
+
+def mark_run(folder: str | os.PathLike, job: str | None) -> None:
+    """Record that a training run starts in ``folder`` (once: DDP ranks re-run the command there)."""
+    path = Path(folder) / MARK
+    if path.exists():
+        return
+    write_atomic(path, json.dumps({"task": "train", "started": time.time(), "job": job}))  # whole or absent
+
+
+def _read_run(folder: Path) -> Run | None:
+    try:
+        info = json.loads((folder / MARK).read_text())
+        return Run(folder, float(info["started"]), info.get("job")) if info.get("task") == "train" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not (folder / "checkpoints").is_dir():  # neither marked nor an older training run
+        return None
+    dated = folder / ".hydra" if (folder / ".hydra").is_dir() else folder / "checkpoints"
+    in_sweep = (folder.parent / "multirun.yaml").is_file()
+    return Run(folder, dated.stat().st_mtime, folder.name if in_sweep else None)
+
+
+def training_runs(output_root: str | os.PathLike) -> list[Run]:
+    """Every training run under ``output_root``, oldest first."""
+    folders = {p.parent for p in Path(output_root).glob(f"**/{MARK}")}
+    folders |= {p.parent for p in Path(output_root).glob("**/checkpoints") if p.is_dir()}
+    runs = [run for run in map(_read_run, folders) if run is not None]
+    return sorted(runs, key=lambda r: r.started)
+
+
+def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None = None, job: str | None = None) -> Path:
+    """The ``last.ckpt`` that ``ckpt_path=last`` means for a run in ``current`` (see the module)."""
+    current = Path(current).resolve() if current else None
+    if current is not None and (current / "checkpoints" / "last.ckpt").is_file():
+        return current / "checkpoints" / "last.ckpt"  # this run's own earlier life (a job requeued into its folder)
+    runs = [r for r in training_runs(output_root) if r.folder.resolve() != current and job in (ANY_JOB, r.job)]
+    sweep = job not in (None, ANY_JOB)
+    if not runs:
+        where = f"no earlier sweep under {output_root}/ has a job named {job}" if sweep else f"no earlier training run under {output_root}/"
+        raise UserError(f"ckpt_path=last: {where} to resume; train first, or give a path")
+    newest = runs[-1]
+    if newest.last.is_file():
+        return newest.last
+    saved = [r for r in runs if r.last.is_file()]
+    what = "run of this job" if sweep else "run"
+    hint = (f"the newest {what} that has one is {saved[-1].folder}: to continue it, use ckpt_path={saved[-1].last}"
+            if saved else f"no earlier {what} has one either: start without ckpt_path")
+    raise UserError(f"ckpt_path=last: the newest {'earlier ' if sweep else ''}{what}, {newest.folder}, has no checkpoints/last.ckpt "
+                    f"(it stopped before its first save: killed, or failed before training); {hint}")
+
+
+def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
+    """``optimizer.lr 0.01 -> 0.001`` for every setting the run changes from the checkpoint's
+    (paths inside the two run folders, which always differ, left out)."""
+    from catdog.hparams import flat_params
+
+    if not stored:
+        return []
+    before, now = flat_params(OmegaConf.create(stored)), flat_params(cfg)
+    old_dir, new_dir = str((stored.get("paths") or {}).get("output_dir") or "\0"), str(cfg.paths.output_dir)
+
+    def same(key: str) -> bool:
+        old, new = before.get(key), now.get(key)
+        return old == new or (isinstance(old, str) and old.replace(old_dir, new_dir) == new)
+
+    ignored = {"ckpt_path"}  # how this run starts, not how it trains
+    return [f"{k} {before.get(k, '(unset)')} -> {now.get(k, '(unset)')}"
+            for k in sorted(before.keys() | now.keys()) if k not in ignored and not same(k)]
+
+
+def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str:
+    """One line: which run this one continues, from where, and what it changes."""
+    path = Path(path)
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    changed = settings_diff((ckpt.get("catdog") or {}).get("config"), cfg)
+    return (f"continuing run {run} from {path.name} (saved at epoch {ckpt.get('epoch', '?')}, step {ckpt.get('global_step', '?')}); "
+            + (f"settings changed from the checkpoint's: {', '.join(changed)}" if changed else "same settings as the checkpoint's"))
