@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
 from catdog.model.resume import describe_resume, mark_run
@@ -54,8 +55,21 @@ def sweep_job() -> str | None:
     return Path(HydraConfig.get().runtime.output_dir).name if is_multirun() else None
 
 
+KAGGLE_DEFAULT_ROOT = "data/dogs-vs-cats/train"
+
+
+def check_data_root(root: str | None) -> None:
+    """The first check of a run, before anything is printed: the conventional place for Kaggle's
+    photos, empty on a fresh clone, gets one line on how to fill it (other paths: find_labelled)."""
+    if str(root) == KAGGLE_DEFAULT_ROOT and not Path(root).is_dir():
+        raise UserError(f"no training photos at data.root={root}: download train.zip from Kaggle's Dogs vs. Cats "
+                        f"competition and unzip it so that {root}/cat.0.jpg exists, or add data.root=/path/to/train "
+                        "(`make demo` trains on the built-in data instead)")
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
+    check_data_root(cfg.data.get("root"))
     L.seed_everything(cfg.seed, workers=True)
     job = sweep_job()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.paths.output_dir, job)

@@ -59,10 +59,21 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
     assert resumed["lr_schedulers"][0]["total_steps"] >= 2 * steps_one_epoch
 
 
+def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_anything_else(tmp_path):
+    """`python src/train.py trainer.max_epochs=40`, as the user types it, where Kaggle's photos are
+    not unzipped yet: one line, nothing printed before it (run from an empty folder)."""
+    proc = run_cli("train", "trainer.max_epochs=40", f"paths.output_root={tmp_path / 'outputs'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "" and proc.stderr.splitlines() == [
+        "error: no training photos at data.root=data/dogs-vs-cats/train: download train.zip from Kaggle's Dogs vs. Cats "
+        "competition and unzip it so that data/dogs-vs-cats/train/cat.0.jpg exists, or add data.root=/path/to/train "
+        "(`make demo` trains on the built-in data instead)"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "data.root is not set"),
+        (["data.root=null"], "data.root is not set"),
         (["data.root=/no/such/folder"], "does not exist"),
         (["ckpt_path=/no/such.ckpt", "data.root=."], "does not exist"),
     ],
