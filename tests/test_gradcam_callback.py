@@ -45,6 +45,22 @@ def test_maps_logged_at_step_epoch_for_due_epochs_only(run):
     assert (run / "gradcam_grid.png").is_file()
 
 
+def test_pr_curve_every_epoch_and_the_projector_of_the_validation_images(run):
+    """TensorBoard beyond images and scalars (callbacks/tensorboard_extras.py)."""
+    (events_file,) = run.glob("tensorboard/events.out.tfevents.*")
+    acc = EventAccumulator(str(events_file), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Tensors("val/pr_curve")] == [0, 1, 2]
+    assert "embeddings" in (run / "tensorboard" / "projector_config.pbtxt").read_text()
+    (folder,) = run.glob("tensorboard/*/val_penultimate_features")
+    rows = (folder / "metadata.tsv").read_text().splitlines()
+    assert rows[0] == "true\tpredicted\tresult" and len(rows) == 1 + 20  # the validation images: 10 of 48 per class
+    assert all(r.split("\t")[2] == ("right" if r.split("\t")[0] == r.split("\t")[1] else "wrong") for r in rows[1:])
+    vectors = (folder / "tensors.tsv").read_text().splitlines()
+    assert len(vectors) == 20 and len(vectors[0].split("\t")) == 512  # SimpleCNN's fc1 outputs, fc2's input
+    assert (folder / "sprite.png").is_file()
+
+
 def test_scores_logged_where_the_data_has_boxes(run):
     _, scalars = events(run)
     assert len(scalars["gradcam/pointing_game"]) == 2 and len(scalars["gradcam/energy_in_box"]) == 2
