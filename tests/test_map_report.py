@@ -10,12 +10,13 @@ OXFORD_SAMPLE = ROOT.parent / "shared" / "data" / "oxford-pets-sample"
 FAST = ["methods=[gradcam,hirescam]", "layers=[relu3,relu2]", "faithfulness_images=6", "faithfulness_steps=4"]
 
 
-def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, trained):
+def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, trained, capsys):
+    from map_report import map_report
+
     probe = write_oxford_pets(tmp_path / "pets")
-    proc = run_cli("map_report", f"ckpt_path={trained['ckpt']}", f"probe={probe}", f"data.root={trained['root']}",
-                   f"paths.output_root={tmp_path / 'out'}", "device=cpu", *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (tmp_path / "out" / "map_report").iterdir()
+    map_report(compose_train(tmp_path, [f"ckpt_path={trained['ckpt']}", f"probe={probe}", f"data.root={trained['root']}",
+                                        "device=cpu", *FAST], config_name="map_report"))
+    run = tmp_path / "run"
     rows = read_csv(run / "map_report.csv", records=True)
     assert [(r["method"], r["layer"]) for r in rows] == [
         ("gradcam", "relu3"), ("gradcam", "relu2"), ("hirescam", "relu3"), ("hirescam", "relu2"), ("centre", "-"), ("uniform", "-")]
@@ -24,7 +25,7 @@ def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, tr
             assert 0.0 <= float(row[column]) <= 1.0, (row, column)
     assert "| centre | - |" in (run / "map_report.md").read_text() and (run / "map_report.png").stat().st_size > 1000
     assert {r["reason"] for r in read_csv(run / "bad_files.csv", records=True)} >= {"not an image file name"}
-    assert "| hirescam | relu2 |" in proc.stdout
+    assert "| hirescam | relu2 |" in capsys.readouterr().out
 
 
 def test_report_on_the_probe_alone_gradient_free_and_contrastive(tmp_path, trained):

@@ -52,14 +52,14 @@ def test_a_folder_whose_list_names_none_of_its_images_is_one_user_error(tmp_path
         find_labelled(root)
 
 
-def test_eval_reads_an_oxford_folder(tmp_path, trained) -> None:
-    from helpers import read_csv, run_cli
+def test_eval_reads_an_oxford_folder(tmp_path, trained, capsys) -> None:
+    from eval import evaluate
+    from helpers import compose_train, read_csv
 
     root = write_oxford_pets(tmp_path / "pets")
-    result = run_cli("eval", f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"paths.output_root={tmp_path / 'out'}")
-    assert result.returncode == 0, result.stderr
-    assert "oxford-pets, 8 images" in result.stdout
-    bad = read_csv(next((tmp_path / "out").rglob("bad_files.csv")), records=True)
+    evaluate(compose_train(tmp_path, [f"ckpt_path={trained['ckpt']}", f"data.root={root}"], config_name="eval"))
+    assert "oxford-pets, 8 images" in capsys.readouterr().out
+    bad = read_csv(tmp_path / "run" / "bad_files.csv", records=True)
     assert {r["reason"] for r in bad} >= {"not an image file name", "named in annotations/ but missing"}
 
 
