@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -31,17 +30,14 @@ log = logging.getLogger("catdog.map_report")
 register_resolvers()
 
 
-def _spread(n: int, limit) -> np.ndarray:
-    return np.arange(n) if limit is None or limit >= n else np.unique(np.linspace(0, n - 1, max(int(limit), 1)).round().astype(int))
-
-
 def _photos(cfg: DictConfig, image_size: int):
     """The labelled photos' pixels (uint8 (N, 3, S, S)), spread over the folder, and the files left out."""
     from catdog.data.files import find_labelled
+    from catdog.gradcam.probe import spread
     from catdog.inference import decode_files, decoded_batches
 
     files = find_labelled(cfg.data.root)
-    keep = _spread(len(files.paths), cfg.get("faithfulness_images"))
+    keep = spread(len(files.paths), cfg.get("faithfulness_images"))
     files.paths, files.labels = [files.paths[i] for i in keep], [files.labels[i] for i in keep]
     decoded = decode_files(files, image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
     if not decoded.paths:

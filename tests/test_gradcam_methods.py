@@ -83,3 +83,12 @@ def test_method_names_and_a_one_class_contrast() -> None:
 
     with pytest.raises(UserError, match="two classes"):
         grad_cam(OneClass(), make_images(1, 0), "conv", contrast=True)
+
+
+def test_score_cam_chunks_that_straddle_images_give_the_same_maps(monkeypatch) -> None:
+    import catdog.gradcam.maps as maps
+
+    model, x = make_model(1), make_images(3, seed=5)
+    whole = grad_cam(model, x, "relu3", method="scorecam")
+    monkeypatch.setattr(maps, "SCORECAM_BATCH", 100)  # 3 x 128 masked images in passes of 100
+    assert (grad_cam(model, x, "relu3", method="scorecam") - whole).abs().max() < 1e-5

@@ -184,15 +184,15 @@ def _forward_with_activations(model: nn.Module, layer: nn.Module, x: Tensor) -> 
 
 def _scorecam_weights(model: nn.Module, x: Tensor, acts: Tensor, t: Tensor, contrast: bool) -> Tensor:
     """Score-CAM's (N, C, 1, 1) weights: the image masked by each channel, scored, softmaxed
-    over channels. As pytorch-grad-cam: upsampled with align_corners=True, 1e-8 in the min-max."""
+    over channels. As pytorch-grad-cam: upsampled with align_corners=True, 1e-8 in the min-max.
+    The masks are made per forward pass: all of them at once would be N * C images."""
     n, c = acts.shape[:2]
-    up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)
-    lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
-    masks = (up - lo) / (hi - lo + 1e-8)
     scores = torch.empty(n * c, device=acts.device)
     for chunk in torch.arange(n * c, device=acts.device).split(SCORECAM_BATCH):
         image, channel = chunk // c, chunk % c
-        masked = (x[image].float() * masks[image, channel][:, None]).to(x.dtype)
+        up = F.interpolate(acts[image, channel][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
+        lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+        masked = (x[image].float() * (up - lo) / (hi - lo + 1e-8)).to(x.dtype)
         scores[chunk] = _score(model(masked).float(), t[image], contrast)
     return scores.view(n, c).softmax(dim=1)[:, :, None, None]
 

@@ -38,7 +38,7 @@ class Probe:
         return len(self.paths)
 
 
-def _spread(n: int, limit: int | None) -> np.ndarray:
+def spread(n: int, limit: int | None) -> np.ndarray:
     """``limit`` indices spread evenly over ``n`` (the files are sorted by breed: every breed stays)."""
     if limit is None or limit >= n:
         return np.arange(n)
@@ -54,7 +54,7 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
         raise UserError(f"{what}={root} is not an Oxford-IIIT Pet folder (images/ beside annotations/ with trainval.txt, "
                         "test.txt or list.txt): a probe needs the animal masks of annotations/trimaps/")
     files = find_oxford_pets(path)
-    keep = _spread(len(files.paths), limit)
+    keep = spread(len(files.paths), limit)
     files.paths, files.labels = [files.paths[i] for i in keep], [files.labels[i] for i in keep]
     decoded = decode_files(files, size, cache_dir=None)
     skipped = [*files.ignored, *decoded.bad]
