@@ -165,3 +165,13 @@ def test_a_trained_model_points_at_the_head_better_than_chance_or_the_wrong_clas
               for name, maps in (("right", right), ("wrong", wrong), ("random", noise))}
     assert score["right"] > score["random"] + 0.2 and score["right"] > score["wrong"] + 0.1, score
     assert energy["right"] > energy["random"] and energy["right"] > energy["wrong"], energy
+
+
+def test_probe_grid_alternates_classes_and_spreads_over_each(tmp_path):
+    from catdog.callbacks.gradcam_logger import GradCamLogger
+    from catdog.gradcam.probe import load_probe
+
+    logger = GradCamLogger(num_images=4)
+    logger.probe = load_probe(write_oxford_pets(tmp_path / "pets"), 32)  # 4 cats, then 4 dogs
+    shown = logger._probe_grid_images()
+    assert logger.probe.labels[shown].tolist() == [0, 1, 0, 1] and shown.tolist() == [0, 4, 3, 7]

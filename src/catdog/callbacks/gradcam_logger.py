@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
-from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, uniform_maps
+from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, spread, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, overlay, save_png
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, run_network
@@ -155,12 +155,20 @@ class GradCamLogger(L.Callback):
             for key, value in scores.items():
                 if value == value:  # NaN: no head boxes in the probe
                     pl_module.log(f"gradcam/{group}/{key}", value)
-        n = min(self.num_images, len(cams))
-        sample = {"images": self.probe.images[:n], "labels": self.probe.labels[:n], "boxes": None}
-        rows = self._rows(sample, cams[:n], probs[:n], pl_module.classes)
-        for row, mask in zip(rows, self.probe.masks[:n]):
+        shown = self._probe_grid_images()
+        sample = {"images": self.probe.images[shown], "labels": self.probe.labels[shown], "boxes": None}
+        rows = self._rows(sample, cams[shown], probs[shown], pl_module.classes)
+        for row, mask in zip(rows, self.probe.masks[shown]):
             row.outline = mask
         return cam_grid(rows, self.colormap)
+
+    def _probe_grid_images(self) -> torch.Tensor:
+        """``num_images`` probe photos, classes alternating, spread over each class's breeds
+        (the files are sorted by breed: the first few would all be one breed of cat)."""
+        per_class = [(self.probe.labels == c).nonzero()[:, 0] for c in self.probe.labels.unique()]
+        per_class = [p[spread(len(p), -(-self.num_images // len(per_class)))] for p in per_class]
+        picks = [int(p[k]) for k in range(self.num_images) for p in per_class if k < len(p)][: self.num_images]
+        return torch.tensor(picks, dtype=torch.long)
 
     def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
         for writer in _tensorboard_writers(trainer):
