@@ -3,6 +3,7 @@
     python src/cam.py ckpt_path=last images=/path/to/photo.jpg
     python src/cam.py ckpt_path=... images=/path/to/folder method=gradcam++ layer=conv2 save_maps=true
     python src/cam.py ckpt_path=... images=/path/to/folder target=cat   # the evidence for "cat"
+    python src/cam.py ckpt_path=... images=/path/to/folder target=dog contrast=true   # logit(dog) - logit(cat)
 
 For each image, ``<name>.png`` in the run folder (outputs/cam/<time>/): the image as the
 network sees it, the heatmap and the overlay, titled with the prediction and P(dog); with
@@ -76,11 +77,12 @@ def make_cams(cfg: DictConfig) -> dict:
     require_some(len(decoded.paths), len(decoded.bad), cfg.images)
     names = output_names(decoded.paths, cfg.images)
     dog = positive_class(classes)
-    mapped = "" if target is None else f", map of {classes[target]}"
+    contrast = bool(cfg.get("contrast", False))
+    mapped = ("" if target is None else f", map of {classes[target]}") + (" vs other" if contrast else "")
     records = []
     batches = decoded_batches(decoded, cfg.data.batch_size)
     for out in run_network(model.net, batches, device, cam_layer=str(cfg.layer), cam_method=str(cfg.method),
-                           cam_targets=target):
+                           cam_targets=target, cam_contrast=contrast):
         probs = out.log_probs.exp()
         for i in range(len(out.images)):
             k = out.start + i

@@ -95,3 +95,37 @@ def run_train_main(argv: list[str], log_path: str, cwd: str) -> None:
     script = os.path.join(cwd, "src", "train.py")
     sys.argv = [script, *argv]
     runpy.run_path(script, run_name="__main__")  # as the command runs it: Hydra finds conf/ beside it
+
+
+def write_oxford_pets(root: Path, n_per_species: int = 4, size: int = 48, heads: bool = True) -> Path:
+    """A small folder in Oxford-IIIT Pet's own layout, with its quirks: per image a bright square
+    "animal" on a dark background, its trimap (1 inside, 3 on the outline band, 2 outside), a
+    head box (VOC xml) for all but the last image; a .mat file among the images, a listed image
+    that is missing, an image no list names, and a PNG named .jpg."""
+    images, trimaps, xmls = root / "images", root / "annotations" / "trimaps", root / "annotations" / "xmls"
+    for d in (images, trimaps, xmls):
+        d.mkdir(parents=True, exist_ok=True)
+    lines = []
+    names = [(f"Persian_{i}", 1) for i in range(1, n_per_species + 1)] + [(f"beagle_{i}", 2) for i in range(1, n_per_species + 1)]
+    for k, (name, species) in enumerate(names):
+        w, h = size + 8 * (k % 3), size  # not square: masks must be squashed like the images
+        x0, y0 = (k * 5) % (w // 2), (k * 3) % (h // 2)
+        x1, y1 = x0 + w // 2, y0 + h // 2
+        pixels = Image.new("RGB", (w, h), (20, 20, 20))
+        pixels.paste((230, 200, 60) if species == 1 else (60, 200, 230), (x0, y0, x1, y1))
+        pixels.save(images / f"{name}.jpg", format="PNG" if k == 1 else "JPEG")
+        trimap = Image.new("L", (w, h), 2)
+        trimap.paste(3, (x0, y0, x1, y1))
+        trimap.paste(1, (x0 + 1, y0 + 1, x1 - 1, y1 - 1))
+        trimap.save(trimaps / f"{name}.png")
+        if heads and k < len(names) - 1:
+            (xmls / f"{name}.xml").write_text(
+                f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>x</name>"
+                f"<bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x0 + w // 4}</xmax><ymax>{y0 + h // 4}</ymax>"
+                "</bndbox></object></annotation>")
+        lines.append(f"{name} {k + 1} {species} {k + 1}")
+    (images / "Persian_1.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    write_image(images / "unlisted_1.jpg")
+    lines.append("missing_1 40 2 12")
+    (root / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
+    return root

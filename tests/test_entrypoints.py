@@ -233,6 +233,18 @@ def test_cam_on_one_file_with_options(tmp_path, trained, test1):
             make_cams(compose(tmp_path / "err", "cam", [*base, wrong]))
 
 
+def test_cam_contrastive_score_cam(tmp_path, trained, test1):
+    """The new methods and the contrastive target through cam.py: the saved map is grad_cam's."""
+    from cam import make_cams
+
+    folder, files = test1
+    make_cams(compose(tmp_path, "cam", [f"ckpt_path={trained['ckpt']}", f"images={files['2.jpg']}", "method=scorecam",
+                                        "target=dog", "contrast=true", "save_maps=true"]))
+    x = torch.from_numpy(load_rgb(str(files["2.jpg"]), 32).copy()).permute(2, 0, 1)[None]
+    expected = grad_cam(trained["net"], x, "relu3", 1, "scorecam", contrast=True)[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "2.npy"), expected, atol=1e-4)
+
+
 # --- user errors through the command line ---------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog.gradcam.scoring import energy_in_box, pointing_game
-from helpers import TINY, compose_train
+from helpers import TINY, compose_train, write_oxford_pets
 from train import train
 
 
@@ -29,8 +29,10 @@ def events(run: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, synthetic_root) -> Path:
     tmp = tmp_path_factory.mktemp("gradcam-run")
+    probe = write_oxford_pets(tmp / "pets")
     cfg = compose_train(tmp, [f"data.root={synthetic_root}", *TINY, "trainer.max_epochs=3",
-                              "callbacks.gradcam.every_n_epochs=2", "callbacks.gradcam.score_images=16"])
+                              "callbacks.gradcam.every_n_epochs=2", "callbacks.gradcam.score_images=16",
+                              f"callbacks.gradcam.probe={probe}", "callbacks.gradcam.faithfulness_images=4"])
     train(cfg)
     return tmp / "run"
 
@@ -65,6 +67,34 @@ def test_scores_logged_where_the_data_has_boxes(run):
     _, scalars = events(run)
     assert len(scalars["gradcam/pointing_game"]) == 2 and len(scalars["gradcam/energy_in_box"]) == 2
     assert all(0.0 <= v <= 1.0 for v in scalars["gradcam/pointing_game"] + scalars["gradcam/energy_in_box"])
+
+
+def test_probe_scores_and_references_and_faithfulness_logged(run):
+    images, scalars = events(run)
+    for group in ("probe", "probe_centre", "probe_uniform"):
+        for score in ("energy_on_animal", "pointing_on_animal", "pointing_on_head"):
+            values = scalars[f"gradcam/{group}/{score}"]
+            assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), (group, score)
+    assert scalars["gradcam/probe_uniform/energy_on_animal"][0] == pytest.approx(0.25, abs=0.05)  # the squares' share
+    for name in ("gradcam", "gradcam/random"):
+        for curve in ("deletion_auc", "insertion_auc"):
+            assert len(scalars[f"{name}/{curve}"]) == 2 and all(0.0 <= v <= 1.0 for v in scalars[f"{name}/{curve}"])
+    assert sorted(images["gradcam/probe_grid"]) == [1, 2] and (run / "gradcam_probe_grid.png").is_file()
+
+
+def test_mask_outline_is_drawn_on_the_overlay_only():
+    import numpy as np
+
+    from catdog.gradcam.render import MIN_CELL, TITLE_HEIGHT, Row, cam_grid
+
+    image, cam = torch.zeros(3, 16, 16, dtype=torch.uint8), torch.zeros(16, 16)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:12, 4:12] = True
+    plain, outlined = cam_grid([Row(image, cam, "x")]), cam_grid([Row(image, cam, "x", outline=mask)])
+    changed = np.argwhere((plain != outlined).any(axis=2))
+    assert len(changed) and changed[:, 1].min() >= 2 * MIN_CELL and changed[:, 0].min() >= TITLE_HEIGHT
+    assert (outlined[changed[:, 0], changed[:, 1]] == 255).all()  # white
+    assert changed[:, 0].min() == TITLE_HEIGHT + 32 and changed[:, 1].min() == 2 * MIN_CELL + 32  # 4 px at 8 x
 
 
 def test_fixed_images_are_class_balanced_and_the_same_each_time(synthetic_root, tmp_path):
@@ -151,3 +181,13 @@ def test_a_trained_model_points_at_the_head_better_than_chance_or_the_wrong_clas
               for name, maps in (("right", right), ("wrong", wrong), ("random", noise))}
     assert score["right"] > score["random"] + 0.2 and score["right"] > score["wrong"] + 0.1, score
     assert energy["right"] > energy["random"] and energy["right"] > energy["wrong"], energy
+
+
+def test_probe_grid_alternates_classes_and_spreads_over_each(tmp_path):
+    from catdog.callbacks.gradcam_logger import GradCamLogger
+    from catdog.gradcam.probe import load_probe
+
+    logger = GradCamLogger(num_images=4)
+    logger.probe = load_probe(write_oxford_pets(tmp_path / "pets"), 32)  # 4 cats, then 4 dogs
+    shown = logger._probe_grid_images()
+    assert logger.probe.labels[shown].tolist() == [0, 1, 0, 1] and shown.tolist() == [0, 4, 3, 7]

@@ -184,7 +184,7 @@ def test_layercam_weights_are_per_element() -> None:
 def test_unknown_method_and_layer_raise_user_error() -> None:
     model, x = make_model(), make_images(2)
     with pytest.raises(UserError, match="gradcam\\+\\+"):
-        grad_cam(model, x, method="scorecam")
+        grad_cam(model, x, method="nosuchcam")
     with pytest.raises(UserError, match="conv1, conv2, conv3"):
         grad_cam(model, x, layer="conv4")
     with pytest.raises(UserError, match="N, C, h, w"):

@@ -109,6 +109,7 @@ def test_two_job_multirun_from_the_command_line(tmp_path, synthetic_root):
         assert json.loads((job / "result.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_two_folders(tmp_path, synthetic_root):
     # Both stop at once (no such checkpoint) but only after Hydra made their run folders.
     args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",

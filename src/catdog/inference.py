@@ -156,11 +156,11 @@ def eager(net: torch.nn.Module):
 
 def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device, *,
                 tta_flip: bool = False, cam_layer: str | None = None, cam_method: str = "gradcam",
-                cam_targets: Targets = None) -> Iterator[Outputs]:
+                cam_targets: Targets = None, cam_contrast: bool = False) -> Iterator[Outputs]:
     """Run uint8 (B, 3, S, S) batches through ``net`` on ``device``, in eval mode (every module's
     mode is restored after), yielding each batch's log-probabilities and, with ``cam_layer``,
     its maps of that layer by ``cam_method`` for ``cam_targets`` (a class for all images, one
-    per image, or None: the predicted class). With maps the log-probabilities come from the
+    per image, or None: the predicted class; ``cam_contrast``: against the other classes). With maps the log-probabilities come from the
     same forward pass, without ``tta_flip``."""
     start = 0
     with eager(net), evaluating(net):
@@ -170,7 +170,7 @@ def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: t
                 out = Outputs(start, batch, _log_probs(net, x, tta_flip).cpu())
             else:
                 targets = cam_targets[start : start + len(x)] if _per_image(cam_targets) else cam_targets
-                cams, logits = grad_cam_with_logits(net, x, cam_layer, targets, cam_method)
+                cams, logits = grad_cam_with_logits(net, x, cam_layer, targets, cam_method, cam_contrast)
                 out = Outputs(start, batch, logits.log_softmax(dim=1).cpu(), cams.cpu())
             start += len(x)
             yield out

@@ -8,6 +8,14 @@ epoch and TensorBoard's step slider (step = epoch) walks through how the attenti
   the prediction and P(dog); ``gradcam/sample_00`` ...: each overlay under its own tag;
 - ``gradcam/pointing_game`` and ``gradcam/energy_in_box``: where the data set has object boxes,
   how well the maps of a larger validation subset point at the object;
+- with ``probe`` (an Oxford-IIIT Pet folder, decoded once at fit start at the training image
+  size, never trained on): ``gradcam/probe/energy_on_animal``, ``pointing_on_animal`` and
+  ``pointing_on_head``, beside the same scores of a centred Gaussian map
+  (``gradcam/probe_centre/...``) and a uniform one (``gradcam/probe_uniform/...``), and
+  ``gradcam/probe_grid`` with the animal's outline on each overlay;
+- ``gradcam/deletion_auc`` and ``gradcam/insertion_auc`` (``catdog.gradcam.faithfulness``) on
+  ``faithfulness_images`` validation images, beside a random order's (``gradcam/random/...``):
+  whether the maps are faithful to the model, on any data;
 - at the end of training, ``gradcam/top_losses``: the most confidently wrong validation images
   with their maps; the last grid and the gallery are also saved as PNGs in the run folder.
 
@@ -25,6 +33,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from catdog.gradcam.faithfulness import STEPS, deletion_insertion
+from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, spread, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, overlay, save_png
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, run_network
@@ -44,11 +54,20 @@ class GradCamLogger(L.Callback):
         top_losses: int = 8,
         colormap: str = "jet",
         batch_size: int = 64,
+        probe: str | None = None,
+        probe_images: int | None = 128,
+        faithfulness_images: int = 8,
+        faithfulness_steps: int = STEPS,
     ) -> None:
         self.every_n_epochs, self.num_images, self.layer, self.method = every_n_epochs, num_images, layer, method
         self.score_images, self.top_losses, self.colormap, self.batch_size = score_images, top_losses, colormap, batch_size
+        self.probe_root, self.probe_images = probe, probe_images
+        self.faithfulness_images, self.faithfulness_steps = faithfulness_images, faithfulness_steps
         self.fixed: dict | None = None
         self.scored: dict | None = None
+        self.faithful: dict | None = None
+        self.probe: Probe | None = None
+        self.probe_references: dict | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam-writer")
         self._pending: list[Future] = []
 
@@ -59,6 +78,13 @@ class GradCamLogger(L.Callback):
         self.fixed = dm.sample_images(self.num_images)
         boxed = dm.sample_images(self.score_images) if self.fixed["boxes"] is not None and self.score_images else None
         self.scored = boxed if boxed is not None and boxed["boxes"] is not None else None
+        self.faithful = dm.sample_images(self.faithfulness_images) if self.faithfulness_images else None
+        if self.probe_root and trainer.is_global_zero:
+            self.probe = load_probe(self.probe_root, dm.image_size, self.probe_images, what="callbacks.gradcam.probe")
+            self.probe_references = reference_scores(self.probe)  # they ignore the model: once
+            if self.probe.skipped:
+                log.warning("probe %s: %d files or annotations not used (first: %s: %s)", self.probe_root,
+                            len(self.probe.skipped), *self.probe.skipped[0])
 
     # -- per epoch ---------------------------------------------------------------------
 
@@ -95,8 +121,11 @@ class GradCamLogger(L.Callback):
         overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap)
         grid = cam_grid(rows, self.colormap)
         self._score(pl_module)
+        self._faithfulness(pl_module)
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_epoch, grid, overlays, epoch, run_dir)
+        if self.probe is not None:
+            self._submit(trainer, self._write_probe, self._score_probe(pl_module), epoch, run_dir)
 
     def _score(self, pl_module) -> None:
         if self.scored is None:
@@ -105,6 +134,46 @@ class GradCamLogger(L.Callback):
         boxes = self.scored["boxes"]
         pl_module.log("gradcam/pointing_game", float(pointing_game(cams, boxes).float().mean()))
         pl_module.log("gradcam/energy_in_box", float(energy_in_box(cams, boxes).mean()))
+
+    def _faithfulness(self, pl_module) -> None:
+        if self.faithful is None:
+            return
+        images = self.faithful["images"]
+        cams, _ = self._cams(pl_module, images)
+        steps, size = self.faithfulness_steps, images.shape[-1]
+        for name, maps in (("gradcam", cams), ("gradcam/random", uniform_maps(len(images), size).to(cams.device))):
+            deletion, insertion = deletion_insertion(pl_module.net, images, maps, pl_module.device, steps=steps,
+                                                     batch_size=self.batch_size)
+            pl_module.log(f"{name}/deletion_auc", deletion.mean())
+            pl_module.log(f"{name}/insertion_auc", insertion.mean())
+
+    def _score_probe(self, pl_module):
+        """Log the probe's scores and its references; return its grid of the first images."""
+        cams, probs = self._cams(pl_module, self.probe.images)
+        for group, scores in (("probe", probe_scores(cams, self.probe)), *(
+                (f"probe_{ref}", ref_scores) for ref, ref_scores in self.probe_references.items())):
+            for key, value in scores.items():
+                if value == value:  # NaN: no head boxes in the probe
+                    pl_module.log(f"gradcam/{group}/{key}", value)
+        shown = self._probe_grid_images()
+        sample = {"images": self.probe.images[shown], "labels": self.probe.labels[shown], "boxes": None}
+        rows = self._rows(sample, cams[shown], probs[shown], pl_module.classes)
+        for row, mask in zip(rows, self.probe.masks[shown]):
+            row.outline = mask
+        return cam_grid(rows, self.colormap)
+
+    def _probe_grid_images(self) -> torch.Tensor:
+        """``num_images`` probe photos, classes alternating, spread over each class's breeds
+        (the files are sorted by breed: the first few would all be one breed of cat)."""
+        per_class = [(self.probe.labels == c).nonzero()[:, 0] for c in self.probe.labels.unique()]
+        per_class = [p[spread(len(p), -(-self.num_images // len(per_class)))] for p in per_class]
+        picks = [int(p[k]) for k in range(self.num_images) for p in per_class if k < len(p)][: self.num_images]
+        return torch.tensor(picks, dtype=torch.long)
+
+    def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
+        for writer in _tensorboard_writers(trainer):
+            writer.add_image("gradcam/probe_grid", grid, epoch, dataformats="HWC")
+        save_png(grid, run_dir / "gradcam_probe_grid.png")
 
     def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
         for writer in _tensorboard_writers(trainer):

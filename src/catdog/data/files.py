@@ -3,7 +3,9 @@
 Layouts, detected automatically:
 - Kaggle's flat folder: ``cat.0.jpg``, ``dog.12.jpg`` ... the label is the name's prefix;
 - class sub-folders, as torchvision's ImageFolder reads them: ``cat/``, ``dog/`` or
-  Microsoft's ``PetImages/Cat``, ``PetImages/Dog``.
+  Microsoft's ``PetImages/Cat``, ``PetImages/Dog``;
+- Oxford-IIIT Pet as it ships: ``images/`` and ``annotations/``, labelled by species
+  (``catdog.data.oxford_pets``).
 Class names are lower-cased and sorted, so cat=0 and dog=1 (Kaggle's "1 = dog").
 """
 
@@ -116,7 +118,11 @@ def _class_folders(root: Path, dirs: list[Path], ignored: list) -> FileList:
 
 def find_labelled(root: str | os.PathLike | None, what: str = "data.root") -> FileList:
     """Labelled images under ``root`` in whichever layout it uses; clear errors otherwise."""
+    from catdog.data.oxford_pets import find_oxford_pets, is_oxford_pets  # it reads FileList from here
+
     path = _require_folder(root, what)
+    if is_oxford_pets(path):
+        return find_oxford_pets(path)
     files, dirs, ignored = _list_dir(path)
     if files:  # images at the top: Kaggle's flat layout (extra folders are not classes then)
         ignored += [(str(d), "folder beside Kaggle-style files") for d in dirs]

@@ -1,4 +1,4 @@
-"""Class activation maps (Grad-CAM and two relatives) for any conv layer of a model.
+"""Class activation maps (Grad-CAM and its relatives) for any conv layer of a model.
 
 A map is built from the layer's output activations A (N, C, h, w) and the gradient G of
 the target class's PRE-SOFTMAX score (its logit) with respect to A (Selvaraju et al. 2017):
@@ -11,6 +11,14 @@ per image. The methods differ only in W, as in pytorch-grad-cam:
 * ``gradcam``   W[n, c] = spatial mean of G                        (Selvaraju et al. 2017)
 * ``gradcam++`` W[n, c] = sum over space of ReLU(G) * alpha        (Chattopadhay et al. 2018)
 * ``layercam``  W[n, c, y, x] = ReLU(G)  (a weight per element)    (Jiang et al. 2021)
+* ``hirescam``  W[n, c, y, x] = G        (a weight per element)    (Draelos & Carin 2020)
+* ``scorecam``  W[n, c] = softmax over channels of the score of the image masked by each
+  channel's upsampled, min-max normalised activation: no gradient (Wang et al. 2020), batched
+  over images and channels, with pytorch-grad-cam's choices (raw score, align_corners=True)
+
+The score is the target class's logit, or with ``contrast`` that logit minus the mean of the
+other classes' (two classes: logit(dog) - logit(cat) for target dog): evidence for one class
+*against* the other, not for "an animal".
 
 The functions are safe to call from anywhere in a Lightning loop: they switch gradients on
 locally (also out of ``torch.inference_mode``), use ``torch.autograd.grad`` so no
@@ -57,11 +65,24 @@ def _layercam_weights(acts: Tensor, grads: Tensor) -> Tensor:
     return F.relu(grads)
 
 
+def _hirescam_weights(acts: Tensor, grads: Tensor) -> Tensor:
+    """HiResCAM: each activation times its own gradient, signed, so the map is exactly the
+    part of the score each location contributes (before the final ReLU)."""
+    return grads
+
+
 METHODS: dict[str, WeightFn] = {
     "gradcam": _gradcam_weights,
     "gradcam++": _gradcam_plus_plus_weights,
     "layercam": _layercam_weights,
+    "hirescam": _hirescam_weights,
 }
+GRADIENT_FREE = ("scorecam",)  # weighed by forward passes of masked images (``_scorecam_weights``)
+SCORECAM_BATCH = 128  # masked images per forward pass
+
+
+def method_names() -> list[str]:
+    return [*METHODS, *GRADIENT_FREE]
 
 
 def _conv_layer_names(model: nn.Module) -> list[str]:
@@ -78,10 +99,11 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
         ) from None
 
 
-def weight_fn(method: str) -> WeightFn:
-    if method not in METHODS:
-        raise UserError(f"gradcam method {method!r} is not one of {', '.join(METHODS)}")
-    return METHODS[method]
+def weight_fn(method: str) -> WeightFn | None:
+    """The method's weights from (activations, gradients); None for a gradient-free method."""
+    if method not in METHODS and method not in GRADIENT_FREE:
+        raise UserError(f"gradcam method {method!r} is not one of {', '.join(method_names())}")
+    return METHODS.get(method)
 
 
 def _target_indices(targets: Targets, logits: Tensor) -> Tensor:
@@ -97,6 +119,17 @@ def _target_indices(targets: Targets, logits: Tensor) -> Tensor:
     if ((t < 0) | (t >= num_classes)).any():
         raise UserError(f"gradcam targets {t.tolist()} must lie in [0, {num_classes})")
     return t
+
+
+def _score(logits: Tensor, t: Tensor, contrast: bool) -> Tensor:
+    """(N,) the score each image's map explains: its target logit, minus the mean of the others'
+    with ``contrast``."""
+    own = logits.gather(1, t[:, None])[:, 0]
+    if not contrast:
+        return own
+    if logits.shape[1] < 2:
+        raise UserError("a contrastive map needs at least two classes")
+    return own - (logits.sum(dim=1) - own) / (logits.shape[1] - 1)
 
 
 @contextlib.contextmanager
@@ -149,12 +182,28 @@ def _forward_with_activations(model: nn.Module, layer: nn.Module, x: Tensor) -> 
     return logits, acts
 
 
+def _scorecam_weights(model: nn.Module, x: Tensor, acts: Tensor, t: Tensor, contrast: bool) -> Tensor:
+    """Score-CAM's (N, C, 1, 1) weights: the image masked by each channel, scored, softmaxed
+    over channels. As pytorch-grad-cam: upsampled with align_corners=True, 1e-8 in the min-max.
+    The masks are made per forward pass: all of them at once would be N * C images."""
+    n, c = acts.shape[:2]
+    scores = torch.empty(n * c, device=acts.device)
+    for chunk in torch.arange(n * c, device=acts.device).split(SCORECAM_BATCH):
+        image, channel = chunk // c, chunk % c
+        up = F.interpolate(acts[image, channel][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
+        lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+        masked = (x[image].float() * (up - lo) / (hi - lo + 1e-8)).to(x.dtype)
+        scores[chunk] = _score(model(masked).float(), t[image], contrast)
+    return scores.view(n, c).softmax(dim=1)[:, :, None, None]
+
+
 def grad_cam_with_logits(
     model: nn.Module,
     images: Tensor,
     layer: str = "conv3",
     targets: Targets = None,
     method: str = "gradcam",
+    contrast: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Class activation maps and the logits of the same forward pass.
 
@@ -164,7 +213,8 @@ def grad_cam_with_logits(
             may be an inference tensor.
         layer: dotted name of a submodule with (N, C, h, w) output (``model.get_submodule``).
         targets: class per image (int for all, list or LongTensor of N); default the predicted one.
-        method: one of ``METHODS``.
+        method: one of ``method_names()``.
+        contrast: explain the target logit minus the other classes' mean (see the module's notes).
 
     Returns:
         cams: float32 (N, H, W) in [0, 1]; logits: detached float32 (N, num_classes).
@@ -172,16 +222,23 @@ def grad_cam_with_logits(
     target_layer = find_layer(model, layer)
     weigh = weight_fn(method)
     with evaluating(model):
-        # Lightning validates under no_grad or inference_mode; both must be lifted here.
-        with torch.inference_mode(False), torch.enable_grad():
-            logits, acts = _forward_with_activations(model, target_layer, _model_input(model, images))
-            t = _target_indices(targets, logits)
-            # Images are independent in eval mode, so the gradient of the sum of the chosen
-            # logits gives each image's own gradient in one backward pass.
-            score = logits.gather(1, t[:, None]).sum()
-            (grads,) = torch.autograd.grad(score, acts)
-        acts, grads = acts.detach().float(), grads.float()
-        cam = F.relu((weigh(acts, grads) * acts).sum(dim=1, keepdim=True))
+        if weigh is None:  # gradient-free
+            with torch.no_grad():
+                x = _model_input(model, images).detach()
+                logits, acts = _forward_with_activations(model, target_layer, x)
+                acts = acts.float()
+                weights = _scorecam_weights(model, x, acts, _target_indices(targets, logits), contrast)
+        else:
+            # Lightning validates under no_grad or inference_mode; both must be lifted here.
+            with torch.inference_mode(False), torch.enable_grad():
+                logits, acts = _forward_with_activations(model, target_layer, _model_input(model, images))
+                t = _target_indices(targets, logits)
+                # Images are independent in eval mode, so the gradient of the sum of the chosen
+                # scores gives each image's own gradient in one backward pass.
+                (grads,) = torch.autograd.grad(_score(logits, t, contrast).sum(), acts)
+            acts, grads = acts.detach().float(), grads.float()
+            weights = weigh(acts, grads)
+        cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
     return _normalize(cam[:, 0]), logits.detach().float()
 
@@ -192,6 +249,7 @@ def grad_cam(
     layer: str = "conv3",
     targets: Targets = None,
     method: str = "gradcam",
+    contrast: bool = False,
 ) -> Tensor:
     """Class activation maps only: float32 (N, H, W) in [0, 1]. See ``grad_cam_with_logits``."""
-    return grad_cam_with_logits(model, images, layer, targets, method)[0]
+    return grad_cam_with_logits(model, images, layer, targets, method, contrast)[0]

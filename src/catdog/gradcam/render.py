@@ -47,6 +47,7 @@ class Row:
     cam: torch.Tensor  # (H, W) in [0, 1]
     title: str
     box: tuple[float, float, float, float] | None = None  # fractions of width and height
+    outline: torch.Tensor | None = None  # (H, W) bool: the object's pixels, outlined on the overlay
 
 
 def title_font(size: int = 12):
@@ -62,13 +63,30 @@ def _upscale(x: torch.Tensor, cell: int) -> torch.Tensor:
     return F.interpolate(x.float(), size=(cell, cell), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
 
 
+def _edges(masks: torch.Tensor, cell: int) -> torch.Tensor:
+    """(N, H, W) bool masks scaled to ``cell`` px -> (N, cell, cell) bool: their one-pixel outline."""
+    m = F.interpolate(masks[:, None].float(), size=(cell, cell), mode="nearest")
+    inner = -F.max_pool2d(-m, 3, stride=1, padding=1)  # erosion
+    return (m > inner)[:, 0]
+
+
+def _outlined(panel: torch.Tensor, rows: list[Row], cell: int) -> torch.Tensor:
+    """The overlay panel with each row's outline, if any, drawn in white."""
+    if all(r.outline is None for r in rows):
+        return panel
+    blank = torch.zeros(rows[0].cam.shape, dtype=torch.bool)
+    masks = torch.stack([(r.outline if r.outline is not None else blank).bool().to(panel.device) for r in rows])
+    return torch.where(_edges(masks, cell)[:, None], torch.full_like(panel, 255), panel)
+
+
 def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
     """One row per image: image | heatmap | overlay, titled; returns (H, W, 3) uint8."""
     images = torch.stack([r.image for r in rows])
     cams = torch.stack([r.cam for r in rows]).float()
     cell = max(MIN_CELL, images.shape[-1])
-    panels = [images, heatmap(cams, colormap), overlay(images, cams, colormap=colormap)]
-    strip = torch.cat([_upscale(p, cell) for p in panels], dim=3)  # (N, 3, cell, 3 * cell)
+    panels = [_upscale(p, cell) for p in (images, heatmap(cams, colormap), overlay(images, cams, colormap=colormap))]
+    panels[2] = _outlined(panels[2], rows, cell)
+    strip = torch.cat(panels, dim=3)  # (N, 3, cell, 3 * cell)
     pictures = strip.permute(0, 2, 3, 1).cpu().numpy()
     canvas = Image.new("RGB", (3 * cell, len(rows) * (cell + TITLE_HEIGHT)), (255, 255, 255))
     draw, font = ImageDraw.Draw(canvas), title_font()

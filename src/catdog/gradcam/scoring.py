@@ -36,3 +36,38 @@ def energy_in_box(cams: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     inside = _box_mask(boxes.to(cams.device), h, w)
     total = cams.flatten(1).sum(dim=1)
     return (cams * inside).flatten(1).sum(dim=1) / total.clamp(min=1e-12)
+
+
+# --- against masks: the animal's pixels (a probe set's trimaps), or a box drawn as a mask -------
+
+
+def widen(masks: torch.Tensor, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:
+    """(N, H, W) bool masks grown by ``tolerance`` (a fraction of the side) in every direction,
+    as ``pointing_game`` widens a box: a square dilation."""
+    radius = round(tolerance * masks.shape[-1])
+    if radius < 1:
+        return masks
+    grown = torch.nn.functional.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    return grown[:, 0] > 0
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) bool: each (x0, y0, x1, y1) box of fractions drawn at this size."""
+    return _box_mask(boxes, height, width)
+
+
+def pointing_in_mask(cams: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each map's maximal pixels that lie in ``hits`` (a mask already widened by the
+    tolerance): 1 or 0 for a map with one peak, the hit chance of a random tie-break for a flat
+    one (so a uniform map scores the mask's share of the image). An all-zero map points nowhere."""
+    flat, inside = cams.flatten(1), hits.to(cams.device).flatten(1)
+    peak = flat.amax(dim=1, keepdim=True)
+    at_peak = flat == peak
+    share = (at_peak & inside).sum(dim=1) / at_peak.sum(dim=1)
+    return torch.where(peak[:, 0] > 0, share, torch.zeros_like(share))
+
+
+def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each map's total mass on the mask (0 for an all-zero map)."""
+    total = cams.flatten(1).sum(dim=1)
+    return (cams * masks.to(cams.device)).flatten(1).sum(dim=1) / total.clamp(min=1e-12)
