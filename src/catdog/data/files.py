@@ -33,7 +33,7 @@ class FileList:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def _is_image_name(path: Path) -> bool:
+def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -42,16 +42,16 @@ def _list_dir(root: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]
     files, dirs, ignored = [], [], []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):  # .DS_Store, .git: passed over; a hidden image is reported
-            if _is_image_name(entry):
+            if is_image_name(entry):
                 ignored.append((str(entry), "hidden file"))
         elif entry.is_dir() and entry.is_symlink():  # never followed: a link to a parent would loop
             ignored.append((str(entry), "link to a folder, not followed"))
         elif entry.is_dir():
-            if _is_image_name(entry):
+            if is_image_name(entry):
                 ignored.append((str(entry), "a folder named like an image"))
             else:
                 dirs.append(entry)
-        elif _is_image_name(entry):
+        elif is_image_name(entry):
             files.append(entry)
         # Other files (boxes.csv, Thumbs.db, notes) are passed over silently, as ImageFolder does.
     return files, dirs, ignored
@@ -67,7 +67,7 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, ignored
 
 
-def _require_folder(root: str | os.PathLike | None, what: str) -> Path:
+def require_folder(root: str | os.PathLike | None, what: str) -> Path:
     if root is None or str(root) in ("", "???"):
         raise UserError(f"{what} is not set: add {what}=/path/to/images to the command line")
     path = Path(root).expanduser()
@@ -120,7 +120,7 @@ def find_labelled(root: str | os.PathLike | None, what: str = "data.root") -> Fi
     """Labelled images under ``root`` in whichever layout it uses; clear errors otherwise."""
     from catdog.data.oxford_pets import find_oxford_pets, is_oxford_pets  # it reads FileList from here
 
-    path = _require_folder(root, what)
+    path = require_folder(root, what)
     if is_oxford_pets(path):
         return find_oxford_pets(path)
     files, dirs, ignored = _list_dir(path)
@@ -136,9 +136,9 @@ def find_unlabelled(root: str | os.PathLike | None, what: str = "data.root") -> 
     """Every image under ``root`` (e.g. Kaggle's test1/), sorted by numeric id where names are numbers."""
     path = Path(root) if root is not None else None
     if path is not None and path.is_file():
-        files, ignored = ([path], []) if _is_image_name(path) else ([], [(str(path), "not an image file name")])
+        files, ignored = ([path], []) if is_image_name(path) else ([], [(str(path), "not an image file name")])
     else:
-        files, ignored = _walk_images(_require_folder(root, what))
+        files, ignored = _walk_images(require_folder(root, what))
     if not files:
         raise UserError(f"no images found in {what}={root}")
     files.sort(key=_natural_key)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catdog.data.files import FileList, _is_image_name
+from catdog.data.files import FileList, is_image_name
 from catdog.errors import UserError
 
 SPECIES = {"1": "cat", "2": "dog"}
@@ -59,7 +59,7 @@ def find_oxford_pets(root: Path) -> FileList:
     for entry in sorted((root / "images").iterdir()):
         if entry.name.startswith(".") or entry.is_dir():
             continue
-        if not _is_image_name(entry):  # the data set ships .mat files among its images
+        if not is_image_name(entry):  # the data set ships .mat files among its images
             ignored.append((str(entry), "not an image file name"))
         elif entry.stem not in species:
             ignored.append((str(entry), "not named in annotations/ (trainval.txt, test.txt, list.txt): no label"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from catdog.data.files import _require_folder
+from catdog.data.files import require_folder
 from catdog.data.oxford_pets import find_oxford_pets, is_oxford_pets, read_annotations
 from catdog.errors import UserError
 from catdog.gradcam.scoring import POINTING_TOLERANCE, box_masks, energy_in_mask, pointing_in_mask, widen
@@ -48,7 +48,7 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
     """The Oxford-IIIT Pet folder ``root`` at ``size`` px; images without a usable mask are skipped."""
     from catdog.inference import decode_files  # inference imports the map code, which imports this
 
-    path = _require_folder(root, what)
+    path = require_folder(root, what)
     if not is_oxford_pets(path):
         raise UserError(f"{what}={root} is not an Oxford-IIIT Pet folder (images/ beside annotations/ with trainval.txt, "
                         "test.txt or list.txt): a probe needs the animal masks of annotations/trimaps/")
