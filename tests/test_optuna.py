@@ -59,3 +59,20 @@ def test_two_trial_search_then_one_more_continuing_the_study(tmp_path, synthetic
     study = optuna.load_study(study_name="catdog", storage=f"sqlite:///{sweep}/optuna.db")
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert len(read_csv(sweep / "summary.csv", records=True)) == 3
+
+
+@needs_optuna
+@pytest.mark.slow
+def test_a_failed_trial_is_recorded_as_failed_and_the_search_goes_on(tmp_path, synthetic_root):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train", "hparams_search=optuna", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}",
+                   f"hydra.sweep.dir={sweep}", *TINY, "test=false", "callbacks.gradcam=null", "hydra.sweeper.n_trials=3",
+                   "data.val_fraction=0.25,1.5")  # an axis of the search: 1.5 is refused
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr.split("jobs failed")[-1], proc.stderr[-3000:]
+    study = optuna.load_study(study_name="catdog", storage=f"sqlite:///{sweep}/optuna.db")
+    states = {t.params["data.val_fraction"]: t.state.name for t in study.trials}
+    assert states == {0.25: "COMPLETE", 1.5: "FAIL"} and len(study.trials) == 3
+    rows = read_csv(sweep / "summary.csv", records=True)
+    assert {r["status"] for r in rows} == {"ok", "failed"} and len(rows) == 3
