@@ -47,14 +47,14 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
 
 
-def finish_loggers(loggers: list) -> None:
-    """End the W&B run: Lightning leaves it open, and the next sweep job in this process would
-    log into it instead of its own."""
+def finish_loggers(loggers: list, exit_code: int = 0) -> None:
+    """End the W&B run (marked failed with a non-zero ``exit_code``): Lightning leaves it open,
+    and the next sweep job in this process would log into it instead of its own."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # never start one to end it
+            logger.experiment.finish(exit_code=exit_code)
 
 
 def sweep_job() -> str | None:
@@ -106,8 +106,10 @@ def train(cfg: DictConfig) -> dict:
 
     try:
         metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
-    finally:
-        finish_loggers(loggers)
+    except BaseException:
+        finish_loggers(loggers, exit_code=1)
+        raise
+    finish_loggers(loggers)
 
     if trainer.is_global_zero:
         log.info("run folder: %s", cfg.paths.output_dir)
