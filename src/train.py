@@ -48,6 +48,16 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
 
 
+def finish_loggers(loggers: list, exit_code: int = 0) -> None:
+    """End the W&B run (marked failed with a non-zero ``exit_code``): Lightning leaves it open,
+    and the next sweep job in this process would log into it instead of its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # never start one to end it
+            logger.experiment.finish(exit_code=exit_code)
+
+
 def sweep_job() -> str | None:
     """This job's folder name (``<n>_<overrides>``) in a sweep; None in a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -65,6 +75,24 @@ def check_data_root(root: str | None) -> None:
         raise UserError(f"no training photos at data.root={root}: download train.zip from Kaggle's Dogs vs. Cats "
                         f"competition and unzip it so that {root}/cat.0.jpg exists, or add data.root=/path/to/train "
                         "(`make demo` trains on the built-in data instead)")
+
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict[str, float]:
+    """Fit, then test the best checkpoint where there is a test split; the final metrics."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException as stop:  # an orderly stop (SIGTERM or Ctrl-C): InterruptCheckpoint saved it
+        raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # With ddp_spawn, setup() ran in the worker processes: this process's datamodule has no splits.
+    has_test = len(datamodule.splits["test"]) > 0 if datamodule.splits else cfg.data.get("test_fraction", 0) > 0
+    if cfg.get("test") and not has_test:
+        log.info("no test split (data.test_fraction=0): the validation metrics are the held-out estimate")
+    elif cfg.get("test") and not trainer.interrupted:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
 
 
 def train(cfg: DictConfig) -> dict:
@@ -91,18 +119,11 @@ def train(cfg: DictConfig) -> dict:
         log_hparams(loggers, cfg)
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except SIGTERMException as stop:  # an orderly stop (SIGTERM or Ctrl-C): InterruptCheckpoint saved it
-        raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    # With ddp_spawn, setup() ran in the worker processes: this process's datamodule has no splits.
-    has_test = len(datamodule.splits["test"]) > 0 if datamodule.splits else cfg.data.get("test_fraction", 0) > 0
-    if cfg.get("test") and not has_test:
-        log.info("no test split (data.test_fraction=0): the validation metrics are the held-out estimate")
-    elif cfg.get("test") and not trainer.interrupted:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
+    except BaseException:
+        finish_loggers(loggers, exit_code=1)
+        raise
+    finish_loggers(loggers)
 
     if trainer.is_global_zero:
         log.info("run folder: %s", cfg.paths.output_dir)

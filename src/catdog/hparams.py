@@ -1,4 +1,5 @@
-"""The run's hyperparameters in TensorBoard's HParams tab, beside the metrics they gave."""
+"""The run's hyperparameters in TensorBoard's HParams tab, beside the metrics they gave, and in
+every other logger's own place for them (CSV: hparams.yaml; MLflow: params; W&B: config)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ def log_hparams(loggers: list, cfg: DictConfig) -> None:
     from torch.utils.tensorboard.summary import hparams
 
     metrics = {name: math.nan for name in HPARAM_METRICS}
+    params = flat_params(cfg)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment.file_writer
-            for summary in hparams(flat_params(cfg), metrics):
+            for summary in hparams(params, metrics):
                 writer.add_summary(summary)
+        else:  # their metrics are the logged scalars already: the parameters are all they need
+            logger.log_hyperparams(params)

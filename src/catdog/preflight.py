@@ -68,3 +68,5 @@ class OutputCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config)
+        # Made now, not with the first job: a sweeper may keep its state there (Optuna's study).
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,13 @@ def compile_for(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def optuna_direction(metric: str) -> str:
+    """``${optuna_direction:${optimized_metric}}``: minimize a loss, maximize anything else (as the
+    sweep summary sorts)."""
+    return "minimize" if "loss" in metric else "maximize"
+
+
 def register_resolvers() -> None:
-    for name, fn in (("device_default", device_default), ("compile_for", compile_for)):
+    for name, fn in (("device_default", device_default), ("compile_for", compile_for), ("optuna_direction", optuna_direction)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.atomic_write import write_atomic
+from catdog.resolvers import optuna_direction
 from catdog.task import is_multirun
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class SweepSummary(Callback):
         return str(OmegaConf.select(config, "optimized_metric", default=None) or DEFAULT_METRIC)
 
     def _mode(self, metric: str) -> str:
-        return self.mode or ("min" if "loss" in metric else "max")
+        return self.mode or ("min" if optuna_direction(metric) == "minimize" else "max")
 
     # -- reading the jobs ------------------------------------------------------------------
 

@@ -36,6 +36,15 @@ def is_multirun(config: DictConfig | None = None) -> bool:
     return str(getattr(mode, "name", mode)).upper() == "MULTIRUN"
 
 
+def sweeper_records_failures() -> bool:
+    """Whether this sweep's sweeper takes a job that raises as a failed trial and goes on
+    (Optuna's, with ``max_failure_rate``); it cannot take NaN, which Hydra's basic sweeper gets
+    instead, since one raising job would stop it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+
+
 def _is_rank_zero() -> bool:
     """False in the other processes of a DDP run: Lightning re-runs the command in each rank, in
     rank zero's folder, and only rank zero may write that run's result.json. Where Lightning is
@@ -61,8 +70,8 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
 
     Every run leaves ``result.json`` in its folder (status, metrics, error, run time), which the
     sweep summary reads. A UserError ends a single run with one line and its exit code (2; 28
-    for a full disk); in a sweep, a failed job is logged and returns NaN, so the other jobs
-    still run.
+    for a full disk); in a sweep, a failed job is logged and returns NaN (raises, for Optuna's
+    sweeper, which records it as a failed trial), so the other jobs still run.
     """
 
     @functools.wraps(fn)
@@ -79,6 +88,8 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
             _write_result(output_dir, {"status": "failed", "error": message, "run_time_s": time.time() - start})
             if is_multirun():
                 log.error("job failed: %s%s", message, "" if user else "\n" + traceback.format_exc())
+                if sweeper_records_failures():
+                    raise
                 return math.nan
             if user:
                 print(f"error: {message}", file=sys.stderr, flush=True)

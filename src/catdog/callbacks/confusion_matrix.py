@@ -1,5 +1,5 @@
-"""The validation confusion matrix, drawn into TensorBoard each epoch (``val/confusion_matrix``),
-and its picture, which eval.py saves too.
+"""The validation confusion matrix, drawn each epoch (``val/confusion_matrix``) for every logger
+that takes images (catdog.log_image), and its picture, which eval.py saves too.
 
 The matrix is a torchmetrics metric fed with what ``validation_step`` returns (the batch's class
 log-probabilities), so under DDP it counts every rank's images."""
@@ -9,11 +9,11 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from catdog.gradcam.render import TITLE_HEIGHT, title_font
+from catdog.log_image import log_image
 
 
 class ConfusionMatrixLogger(L.Callback):
@@ -39,9 +39,7 @@ class ConfusionMatrixLogger(L.Callback):
         epoch = trainer.current_epoch
         title = f"epoch {epoch}: accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f}"
         picture = confusion_matrix_image(matrix, pl_module.classes, title)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/confusion_matrix", picture, epoch, dataformats="HWC")
+        log_image(trainer, "val/confusion_matrix", picture, epoch)
 
 
 def confusion_matrix_image(matrix: np.ndarray, classes: list[str], title: str = "") -> np.ndarray:

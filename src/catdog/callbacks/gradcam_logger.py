@@ -1,4 +1,4 @@
-"""Watch what the network looks at, epoch by epoch, in TensorBoard.
+"""Watch what the network looks at, epoch by epoch, in TensorBoard (and MLflow, W&B).
 
 At the end of validation (every ``every_n_epochs``) this callback computes Grad-CAM maps for a
 fixed, class-balanced set of validation images, chosen once, so the same images are shown every
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
 from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, spread, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, overlay, save_png
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, run_network
+from catdog.log_image import log_image
 from catdog.model.evaluation import positive_class
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ class GradCamLogger(L.Callback):
         for name, maps in (("gradcam", cams), ("gradcam/random", uniform_maps(len(images), size).to(cams.device))):
             deletion, insertion = deletion_insertion(pl_module.net, images, maps, pl_module.device, steps=steps,
                                                      batch_size=self.batch_size)
-            pl_module.log(f"{name}/deletion_auc", deletion.mean())
-            pl_module.log(f"{name}/insertion_auc", insertion.mean())
+            pl_module.log(f"{name}/deletion_auc", float(deletion.mean()))
+            pl_module.log(f"{name}/insertion_auc", float(insertion.mean()))
 
     def _score_probe(self, pl_module):
         """Log the probe's scores and its references; return its grid of the first images."""
@@ -171,15 +171,13 @@ class GradCamLogger(L.Callback):
         return torch.tensor(picks, dtype=torch.long)
 
     def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
-        for writer in _tensorboard_writers(trainer):
-            writer.add_image("gradcam/probe_grid", grid, epoch, dataformats="HWC")
+        log_image(trainer, "gradcam/probe_grid", grid, epoch)
         save_png(grid, run_dir / "gradcam_probe_grid.png")
 
     def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
-        for writer in _tensorboard_writers(trainer):
-            writer.add_image("gradcam/grid", grid, epoch, dataformats="HWC")
-            for i, picture in enumerate(overlays):
-                writer.add_image(f"gradcam/sample_{i:02d}", picture, epoch, dataformats="CHW")
+        log_image(trainer, "gradcam/grid", grid, epoch)
+        for i, picture in enumerate(overlays):
+            log_image(trainer, f"gradcam/sample_{i:02d}", picture, epoch, dataformats="CHW")
         save_png(grid, run_dir / "gradcam_grid.png")  # the latest epoch's, overwritten each time
 
     # -- at the end: the most confidently wrong images -----------------------------------
@@ -209,8 +207,7 @@ class GradCamLogger(L.Callback):
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)
 
     def _write_gallery(self, trainer, gallery, epoch, run_dir: Path) -> None:
-        for writer in _tensorboard_writers(trainer):
-            writer.add_image("gradcam/top_losses", gallery, epoch, dataformats="HWC")
+        log_image(trainer, "gradcam/top_losses", gallery, epoch)
         save_png(gallery, run_dir / "gradcam_top_losses.png")
 
     # -- the background writer -----------------------------------------------------------
@@ -241,7 +238,3 @@ class GradCamLogger(L.Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._flush()
-
-
-def _tensorboard_writers(trainer: L.Trainer) -> list:
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]

@@ -37,12 +37,14 @@ class LastCheckpoint(L.Callback):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_s = every_minutes * 60
         self._stop_requested = False
+        self._saved_step = -1
         self._previous_handler = None
         self._last_save = self._epoch_end = time.monotonic()
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # a temporary file, then renamed: never half a file
         self._last_save = time.monotonic()
+        self._saved_step = trainer.global_step
 
     # -- periodic and final saves ---------------------------------------------------------
 
@@ -64,6 +66,9 @@ class LastCheckpoint(L.Callback):
         return now + epoch_s - self._last_save > self.every_s
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # EarlyStopping decides after this callback's epoch-end hook: save the epoch it stopped at.
+        if trainer.should_stop and self._saved_step != trainer.global_step:
+            self._save(trainer)
         self._restore_handler()
 
     # -- orderly stops ---------------------------------------------------------------------

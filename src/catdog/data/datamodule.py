@@ -152,13 +152,15 @@ class CatDogDataModule(L.LightningDataModule):
         drop_last = train and len(idx) >= self.batch_size
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # overfit_batches: the same first batches every epoch, as Lightning makes a DataLoader's sampler.
+        shuffle = train and not (trainer is not None and trainer.overfit_batches)
         if self._images is not None:
             rows = torch.from_numpy(self.decoded.rows[idx])
-            return CachedBatches(self._images, rows, labels, self.batch_size, shuffle=train, seed=self.seed,
+            return CachedBatches(self._images, rows, labels, self.batch_size, shuffle=shuffle, seed=self.seed,
                                  epoch=self._epoch, done=self._batches_done, rank=rank, world_size=world,
                                  drop_last=drop_last)
         dataset = FileImages([self.decoded.paths[i] for i in idx], labels.numpy(), self.image_size)
-        sampler = _EpochSampler(len(dataset), self.seed, self._epoch) if train else None
+        sampler = _EpochSampler(len(dataset), self.seed, self._epoch) if shuffle else None
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=self._device().type == "cuda")
