@@ -31,7 +31,8 @@ register_resolvers()
 
 
 def _photos(cfg: DictConfig, image_size: int):
-    """The labelled photos' pixels (uint8 (N, 3, S, S)), spread over the folder, and the files left out."""
+    """The labelled photos' pixels (uint8 (N, 3, S, S); None when none decodes), spread over the
+    folder, and the files left out."""
     from catdog.data.files import find_labelled
     from catdog.gradcam.probe import spread
     from catdog.inference import decode_files, decoded_batches
@@ -40,17 +41,14 @@ def _photos(cfg: DictConfig, image_size: int):
     keep = spread(len(files.paths), cfg.get("faithfulness_images"))
     files.paths, files.labels = [files.paths[i] for i in keep], [files.labels[i] for i in keep]
     decoded = decode_files(files, image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
-    if not decoded.paths:
-        raise UserError(f"none of the images in data.root={cfg.data.root} could be read: see bad_files.csv")
-    return torch.cat(list(decoded_batches(decoded, len(decoded.paths)))), [*files.ignored, *decoded.bad]
+    photos = torch.cat(list(decoded_batches(decoded, len(decoded.paths)))) if decoded.paths else None
+    return photos, [*files.ignored, *decoded.bad]
 
 
 def _maps(net, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str) -> torch.Tensor:
-    from catdog.inference import run_network
+    from catdog.inference import maps_of
 
-    outs = run_network(net, images.split(cfg.data.batch_size), device, cam_layer=layer, cam_method=method,
-                       cam_contrast=bool(cfg.contrast))
-    return torch.cat([o.cams for o in outs])
+    return maps_of(net, images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))[0]
 
 
 def _scores(net, maps_of, probe, photos, device, cfg: DictConfig) -> dict:
@@ -73,7 +71,7 @@ def map_report(cfg: DictConfig) -> dict:
     from catdog.gradcam.maps import find_layer, weight_fn
     from catdog.gradcam.probe import centre_maps, load_probe, uniform_maps
     from catdog.gradcam.report_table import write_csv, write_markdown, write_picture
-    from catdog.inference import load_model, select_device
+    from catdog.inference import load_model, require_some, select_device
 
     methods, layers = [str(m) for m in cfg.methods], [str(layer) for layer in cfg.layers]
     for method in methods:  # a wrong method or layer fails before any file is decoded
@@ -90,7 +88,10 @@ def map_report(cfg: DictConfig) -> dict:
     probe = load_probe(cfg.probe, model.image_size, cfg.get("probe_images")) if cfg.get("probe") else None
     photos, left_out = _photos(cfg, model.image_size) if cfg.data.get("root") else (None, [])
     left_out += probe.skipped if probe is not None else []
-    report_skipped([], len(left_out), out_dir, left_out)
+    used = (0 if photos is None else len(photos)) + (0 if probe is None else len(probe))
+    report_skipped(left_out, used + len(left_out), out_dir)  # undecodable, unlisted or maskless: each with its reason
+    if cfg.data.get("root"):  # after the report, which says why
+        require_some(0 if photos is None else len(photos), len(left_out), f"data.root={cfg.data.root}")
 
     rows = []
     for method in methods:

@@ -160,8 +160,8 @@ def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: t
     """Run uint8 (B, 3, S, S) batches through ``net`` on ``device``, in eval mode (every module's
     mode is restored after), yielding each batch's log-probabilities and, with ``cam_layer``,
     its maps of that layer by ``cam_method`` for ``cam_targets`` (a class for all images, one
-    per image, or None: the predicted class; ``cam_contrast``: against the other classes). With maps the log-probabilities come from the
-    same forward pass, without ``tta_flip``."""
+    per image, or None: the predicted class; ``cam_contrast``: against the other classes). With
+    maps the log-probabilities come from the same forward pass, without ``tta_flip``."""
     start = 0
     with eager(net), evaluating(net):
         for batch in batches:
@@ -186,6 +186,15 @@ def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool) -> torch.T
     on a CPU, for determinism."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
         return evaluation.log_probs(net, x, tta_flip).float()
+
+
+def maps_of(net: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, layer: str,
+            method: str = "gradcam", contrast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (N, S, S) maps of the predicted class and (N, classes) log-probabilities of uint8
+    (N, 3, S, S) images, on the CPU."""
+    outs = list(run_network(net, images.split(batch_size), device, cam_layer=layer, cam_method=method,
+                            cam_contrast=contrast))
+    return torch.cat([o.cams for o in outs]), torch.cat([o.log_probs for o in outs])
 
 
 def log_probs_of(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device,

@@ -36,7 +36,7 @@ from catdog.gradcam.faithfulness import STEPS, deletion_insertion
 from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, spread, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, overlay, save_png
 from catdog.gradcam.scoring import energy_in_box, pointing_game
-from catdog.inference import log_probs_of, run_network
+from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
 from catdog.model.evaluation import positive_class
 
@@ -98,9 +98,8 @@ class GradCamLogger(L.Callback):
     def _cams(self, pl_module, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps and class probabilities of uint8 (N, 3, S, S) images, on the CPU, where the few
         pictures are drawn (computed on the module's device)."""
-        outs = list(run_network(pl_module.net, images_uint8.split(self.batch_size), pl_module.device,
-                                cam_layer=self.layer, cam_method=self.method))
-        return torch.cat([o.cams for o in outs]), torch.cat([o.log_probs for o in outs]).exp()
+        cams, log_probs = maps_of(pl_module.net, images_uint8, pl_module.device, self.batch_size, self.layer, self.method)
+        return cams, log_probs.exp()
 
     def _rows(self, sample: dict, cams, probs, classes: list[str]) -> list[Row]:
         dog = positive_class(classes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 
-def _box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(N, H, W) bool: pixel centres inside each box; boxes are (x0, y0, x1, y1) fractions."""
     ys = (torch.arange(height, device=boxes.device) + 0.5) / height
     xs = (torch.arange(width, device=boxes.device) + 0.5) / width
@@ -24,7 +24,7 @@ def pointing_game(cams: torch.Tensor, boxes: torch.Tensor, tolerance: float = PO
     of the image side) on every side? An all-zero map points nowhere."""
     n, h, w = cams.shape
     margin = torch.tensor([-tolerance, -tolerance, tolerance, tolerance], device=cams.device)
-    inside = _box_mask(boxes.to(cams.device) + margin, h, w).flatten(1)
+    inside = box_masks(boxes.to(cams.device) + margin, h, w).flatten(1)
     flat = cams.flatten(1)
     peak = flat.argmax(dim=1)
     return inside.gather(1, peak[:, None]).squeeze(1) & (flat.amax(dim=1) > 0)
@@ -33,9 +33,7 @@ def pointing_game(cams: torch.Tensor, boxes: torch.Tensor, tolerance: float = PO
 def energy_in_box(cams: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """(N,) share of each map's total mass that falls inside its box (0 for an all-zero map)."""
     n, h, w = cams.shape
-    inside = _box_mask(boxes.to(cams.device), h, w)
-    total = cams.flatten(1).sum(dim=1)
-    return (cams * inside).flatten(1).sum(dim=1) / total.clamp(min=1e-12)
+    return energy_in_mask(cams, box_masks(boxes.to(cams.device), h, w))
 
 
 # --- against masks: the animal's pixels (a probe set's trimaps), or a box drawn as a mask -------
@@ -49,11 +47,6 @@ def widen(masks: torch.Tensor, tolerance: float = POINTING_TOLERANCE) -> torch.T
         return masks
     grown = torch.nn.functional.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
     return grown[:, 0] > 0
-
-
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, H, W) bool: each (x0, y0, x1, y1) box of fractions drawn at this size."""
-    return _box_mask(boxes, height, width)
 
 
 def pointing_in_mask(cams: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
