@@ -47,6 +47,10 @@ RECIPES: dict[str, list[str]] = {
     "mixup_tta_ema_ls": _ISSUE_BEST + ["model.tta_flip=true", "model.mixup=0.2", "model.label_smoothing=0.1", *_EMA],
     "mixup_tta_ema_zoom50": [*_ISSUE_BEST[:-2], "model.augment.scale=[0.5,1.0]", "trainer.max_epochs=100",
                              "model.tta_flip=true", "model.mixup=0.2", *_EMA],
+    # Issue 13: training changes that might move the maps onto the animal (40 epochs at 64 px there).
+    "zoomout": ["model.augment.scale=[0.75,1.33]"],
+    "erase": ["model.augment.erase=0.5"],
+    "zoomout_erase": ["model.augment.scale=[0.75,1.33]", "model.augment.erase=0.5"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now

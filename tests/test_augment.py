@@ -62,6 +62,31 @@ def test_zoom_and_shift_stay_inside_the_image():
     assert zoomed.min() > 0.99  # no padding sampled: the window lies within the image
 
 
+def test_zoom_out_shrinks_the_whole_photo_into_a_frame_at_a_random_place():
+    aug = DeviceAugment(hflip=0, degrees=0, scale=(2.0, 2.0), brightness=0, contrast=0, saturation=0)
+    x = torch.ones(8, 3, 32, 32)
+    p = aug.sample(8, torch.device("cpu"), torch.Generator().manual_seed(2))
+    assert (p.shift.abs() <= 1.0).all() and p.shift.abs().max() > 0.5  # the room of a half-size photo
+    out = aug.geometry(x, p)
+    covered = (out[:, 0] > 0.5).float()
+    assert torch.allclose(covered.mean(dim=(1, 2)), torch.full((8,), 0.25), atol=0.04)  # a quarter of the frame
+    rows = covered.sum(dim=2).nonzero()[:, 1].view(8, -1)  # the rows each shrunk photo covers
+    assert rows.float().mean(dim=1).std() > 1.0  # placed in different places
+
+
+def test_erasing_fills_a_box_of_the_drawn_area_with_noise_in_the_drawn_share_of_samples():
+    aug = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, erase=0.5,
+                        erase_area=(0.1, 0.2))
+    images = torch.full((400, 3, 32, 32), 255, dtype=torch.uint8)
+    out = aug(images, torch.Generator().manual_seed(3))
+    erased = (out < 1.0).any(dim=1).float().mean(dim=(1, 2))  # white pixels the noise replaced
+    hit = erased > 0
+    assert 160 < int(hit.sum()) < 240  # about half the samples
+    assert 0.07 < float(erased[hit].mean()) < 0.19  # boxes of 10-20% of the area (some shrunk to fit)
+    assert torch.equal(out, aug(images, torch.Generator().manual_seed(3)))  # seeded
+    assert not torch.equal(out, aug(images, torch.Generator().manual_seed(4)))
+
+
 def test_augmented_images_are_floats_in_unit_range_with_changed_pixels():
     """The network normalises its own input (test_simple_cnn.py): augmentation hands it [0, 1]."""
     aug = DeviceAugment()

@@ -43,16 +43,37 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
     assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
 
 
-def test_throughput_reports_every_pipeline_and_stops_ours_at_its_limit(tmp_path):
+def test_throughput_reports_every_pipeline_on_both_networks_and_stops_ours_at_its_limit(tmp_path):
     """`make bench` end to end; (b) is far too long for its limit, so it is stopped and reports the
     epochs it finished: what a short GPU lease relies on (bench/gpu_check.sh's OURS_LIMIT)."""
     proc = _run("bench/throughput.py", "--images", "40", "--size", "32", "--batch", "8", "--epochs", "100000",
-                "--ours-limit", "30", "--original-steps", "2", "--ceiling-steps", "2", "--out", str(tmp_path), "--",
-                "trainer=cpu", "data.num_workers=0")
+                "--ours-limit", "20", "--original-steps", "2", "--ceiling-steps", "2", "--ceiling-repeats", "3",
+                "--out", str(tmp_path), "--", "trainer=cpu", "data.num_workers=0")
     result = json.loads((tmp_path / "throughput.json").read_text())
-    assert result["cache_build_images_per_s"] > 0
-    assert result["original_images_per_s"] > 0 and result["ceiling_images_per_s"] > 0
-    ours = result["ours"]
-    assert ours["stopped_at_limit"] and 0 < ours["epochs_done"] < 100000, ours
-    assert ours["images_per_s"] > 0 and len(ours["per_epoch"]) == ours["epochs_done"]
-    assert "stopped at the limit after" in proc.stdout
+    assert result["cache_build_images_per_s"] > 0 and result["original_images_per_s"] > 0
+    assert "bf16" in result["machine"]["device"]  # says whether this CPU has native bf16
+    assert not result["seed"]["batch_norm"] and result["default"]["batch_norm"]  # the original network, and ours
+    for name in ("seed", "default"):
+        net = result[name]
+        assert set(net["ceiling"]["variants"]) == {"eager", "compiled"}
+        assert all(len(v["rates"]) == 3 for v in net["ceiling"]["variants"].values())
+        assert net["ceiling"]["images_per_s"] == max(v["median"] for v in net["ceiling"]["variants"].values())
+        ours = net["ours"]
+        assert ours["stopped_at_limit"] and 0 < ours["epochs_done"] < 100000, ours
+        assert ours["images_per_s"] > 0 and len(ours["per_epoch"]) == ours["epochs_done"]
+        assert net["verdict"]["share"] == ours["images_per_s"] / net["ceiling"]["images_per_s"]
+        parts = net["memory"]["parts_gib"]
+        assert parts["parameters"] > 0 and parts["activations saved for backward"] > 0
+        assert abs(sum(parts.values()) - net["memory"]["peak_rss_gib"]) < 1e-6
+    assert "stopped at the limit after" in proc.stdout and "ours / original, the same network" in proc.stdout
+
+
+def test_a_run_faster_than_its_ceiling_beyond_the_noise_is_flagged_not_shared():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from throughput import verdict
+
+    ceiling = {"images_per_s": 100.0, "noise": 0.02}
+    assert verdict({"images_per_s": 95.0, "noise": 0.01}, ceiling) == pytest.approx({"share": 0.95, "noise": 0.03, "flag": False})
+    assert not verdict({"images_per_s": 102.5, "noise": 0.01}, ceiling)["flag"]  # within the noise
+    assert verdict({"images_per_s": 104.0, "noise": 0.01}, ceiling)["flag"]
+    assert verdict({"images_per_s": 104.0, "noise": None}, ceiling)["flag"]

@@ -5,7 +5,8 @@ RandomHorizontalFlip, RandomRotation(10), ColorJitter(0.2, 0.2, 0.2). torchvisio
 transforms applied to a batch draw one set of parameters for the whole batch, which is
 not the same thing, so this module draws every parameter per sample and applies them in
 one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then the colour
-adjustments in a per-sample random order, as ColorJitter does. The output is float in
+adjustments in a per-sample random order, as ColorJitter does, then an optional random
+erasing (Zhong et al., 2020; torchvision's RandomErasing, drawn per sample). The output is float in
 [0, 1]: the network normalises its own input (``catdog.model.image_input``).
 The formulas are torchvision's (tests check equality for fixed parameters).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +30,11 @@ class Params:
 
     flip: torch.Tensor  # bool
     angle: torch.Tensor  # degrees, counter-clockwise
-    scale: torch.Tensor  # < 1 zooms in
+    scale: torch.Tensor  # < 1 zooms in, > 1 zooms out (the photo shrinks inside a black frame)
     shift: torch.Tensor  # (N, 2), fraction of the half-width, x then y
     factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
     order: torch.Tensor  # index into _ORDERS
+    erase: torch.Tensor | None = None  # (N, 4): the erased box, x0 y0 x1 y1 as fractions of the side (x0 = x1: none)
 
 
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
@@ -78,7 +81,7 @@ def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> to
 
 
 class DeviceAugment:
-    """Random flip, rotation, zoom/shift and colour jitter, drawn per sample."""
+    """Random flip, rotation, zoom/shift, colour jitter and erasing, drawn per sample."""
 
     def __init__(
         self,
@@ -90,10 +93,14 @@ class DeviceAugment:
         contrast: float = 0.2,
         saturation: float = 0.2,
         interpolation: str = "bilinear",
+        erase: float = 0.0,
+        erase_area: tuple[float, float] = (0.02, 0.33),
+        erase_ratio: tuple[float, float] = (0.3, 3.3),
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
         self.jitter = (brightness, contrast, saturation)
         self.interpolation = interpolation
+        self.erase, self.erase_area, self.erase_ratio = erase, tuple(erase_area), tuple(erase_ratio)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -102,8 +109,9 @@ class DeviceAugment:
             return low + (high - low) * torch.rand(*shape, device=device, generator=generator)
 
         scale = uniform(n, low=self.scale[0], high=self.scale[1])
-        # The zoomed-in window may move anywhere it still fits inside the image.
-        room = (1.0 - scale).clamp(min=0.0).unsqueeze(1) if self.shift else torch.zeros(n, 1, device=device)
+        # A zoomed-in window may move anywhere it still fits inside the image; a zoomed-out photo
+        # anywhere it still fits inside the frame: either way the room is |1 - scale|.
+        room = (1.0 - scale).abs().unsqueeze(1) if self.shift else torch.zeros(n, 1, device=device)
         factors = torch.stack([uniform(n, low=max(0.0, 1 - j), high=1 + j) for j in self.jitter], dim=1)
         return Params(
             flip=uniform(n) < self.hflip,
@@ -112,7 +120,19 @@ class DeviceAugment:
             shift=room * uniform(n, 2, low=-1.0, high=1.0),
             factors=factors,
             order=torch.randint(len(_ORDERS), (n,), device=device, generator=generator),
+            erase=self._erase_boxes(n, uniform) if self.erase else None,
         )
+
+    def _erase_boxes(self, n: int, uniform) -> torch.Tensor:
+        """RandomErasing's box per sample: an area share and a log-uniform aspect ratio, shrunk to fit
+        (torchvision redraws up to ten times instead; shrinking keeps the draw count fixed)."""
+        area = uniform(n, low=self.erase_area[0], high=self.erase_area[1])
+        log_ratio = uniform(n, low=math.log(self.erase_ratio[0]), high=math.log(self.erase_ratio[1]))
+        h = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+        w = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+        y0, x0 = uniform(n) * (1 - h), uniform(n) * (1 - w)
+        w = torch.where(uniform(n) < self.erase, w, torch.zeros_like(w))  # the others erase nothing
+        return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
     # -- applying --------------------------------------------------------------------------
 
@@ -144,8 +164,23 @@ class DeviceAugment:
             x = _jitter_stage(x, op, p.factors.gather(1, op[:, None]).squeeze(1))
         return x
 
+    def erasing(self, x: torch.Tensor, p: Params, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Each sample's box filled with uniform noise (RandomErasing's value="random"), so the
+        network cannot learn the box itself as a sign of anything."""
+        if p.erase is None:
+            return x
+        h, w = x.shape[-2:]
+        ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h  # pixel centres, as fractions
+        xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
+        box = p.erase.to(x.dtype)[:, :, None, None]
+        in_x = ((xs >= box[:, 0]) & (xs < box[:, 2])).unsqueeze(-2)  # (N, 1, 1, W)
+        in_y = ((ys >= box[:, 1]) & (ys < box[:, 3])).unsqueeze(-1)  # (N, 1, H, 1)
+        inside = in_x & in_y
+        noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return torch.where(inside, noise, x)  # inside: (N, 1, H, W), broadcast over the channels
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]."""
         x = images.float().div_(255.0)
         p = self.sample(x.shape[0], x.device, generator)
-        return self.colour(self.geometry(x, p), p)
+        return self.erasing(self.colour(self.geometry(x, p), p), p, generator)
