@@ -85,11 +85,13 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
 
 
 def probe_scores(cams: torch.Tensor, probe: Probe) -> dict[str, float]:
-    """Mean share of map mass on the animal, share of maps whose maximum is on the animal and on
-    the head (within the pointing tolerance; over the images with a head box, NaN without any)."""
+    """Mean share of map mass on the animal; share of maps whose maximum is on the animal (strictly:
+    the issue's measure), and on the animal and on the head within the pointing tolerance (the
+    head over the images with a head box, NaN without any)."""
     on_head = pointing_in_mask(cams, probe.head_hits)[probe.has_head.to(cams.device)]
     return {
         "energy_on_animal": float(energy_in_mask(cams, probe.masks).mean()),
+        "max_on_animal": float(pointing_in_mask(cams, probe.masks).mean()),
         "pointing_on_animal": float(pointing_in_mask(cams, probe.animal_hits).mean()),
         "pointing_on_head": float(on_head.mean()) if len(on_head) else math.nan,
     }
