@@ -59,11 +59,13 @@ class GradCamLogger(L.Callback):
         probe_images: int | None = 128,
         faithfulness_images: int = 8,
         faithfulness_steps: int = STEPS,
+        faithfulness_every_n_epochs: int = 5,
     ) -> None:
         self.every_n_epochs, self.num_images, self.layer, self.method = every_n_epochs, num_images, layer, method
         self.score_images, self.top_losses, self.colormap, self.batch_size = score_images, top_losses, colormap, batch_size
         self.probe_root, self.probe_images = probe, probe_images
         self.faithfulness_images, self.faithfulness_steps = faithfulness_images, faithfulness_steps
+        self.faithfulness_every_n_epochs = faithfulness_every_n_epochs
         self.fixed: dict | None = None
         self.scored: dict | None = None
         self.faithful: dict | None = None
@@ -93,8 +95,7 @@ class GradCamLogger(L.Callback):
         """An epoch that gets maps: the same answer on every DDP rank (only rank zero draws them)."""
         if trainer.sanity_checking or self.fixed is None:
             return False
-        epoch = trainer.current_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs
+        return _every(trainer, self.every_n_epochs)
 
     def _cams(self, pl_module, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps and class probabilities of uint8 (N, 3, S, S) images, on the CPU, where the few
@@ -136,7 +137,9 @@ class GradCamLogger(L.Callback):
         pl_module.log("gradcam/energy_in_box", float(energy_in_box(cams, boxes).mean()))
 
     def _faithfulness(self, pl_module) -> None:
-        if self.faithful is None:
+        # Not every epoch by default: the curves cost 32 forward passes per image, more than the
+        # rest of the callback, and the areas move slowly (bench/RESULTS.md: the callback's cost).
+        if self.faithful is None or not _every(pl_module.trainer, self.faithfulness_every_n_epochs):
             return
         images = self.faithful["images"]
         cams, _ = self._cams(pl_module, images)
@@ -238,3 +241,9 @@ class GradCamLogger(L.Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._flush()
+
+
+def _every(trainer: L.Trainer, n: int) -> bool:
+    """Every ``n``-th epoch, and the last."""
+    epoch = trainer.current_epoch
+    return (epoch + 1) % n == 0 or epoch + 1 == trainer.max_epochs
