@@ -4,7 +4,8 @@
     python src/map_report.py ckpt_path=... probe=... methods=[gradcam,layercam] layers=[relu3] contrast=true
 
 On the probe (an Oxford-IIIT Pet folder: animal masks and head boxes): the share of the map's
-mass on the animal, and how often its maximum is on the animal and on the head. On labelled
+mass on the animal, and how often its maximum is on the animal and on the head; and the model's
+accuracy on it as is, with the animal blurred away and with the background blurred away. On labelled
 photos (``data.root``, any layout eval.py reads): the areas under the deletion and insertion
 curves. Beside them the same scores of a centred Gaussian map and a uniform one (whose
 deletion/insertion order is random): what a map that ignores the image gets. Writes
@@ -69,7 +70,7 @@ def _scores(net, maps_of, probe, photos, device, cfg: DictConfig) -> dict:
 def map_report(cfg: DictConfig) -> dict:
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
-    from catdog.gradcam.probe import centre_maps, load_probe, uniform_maps
+    from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, uniform_maps
     from catdog.gradcam.report_table import write_csv, write_markdown, write_picture
     from catdog.inference import load_model, require_some, select_device
 
@@ -104,6 +105,7 @@ def map_report(cfg: DictConfig) -> dict:
         rows.append({"method": name, "layer": "-",
                      **_scores(model.net, lambda images: reference(len(images), size), probe, photos, device, cfg)})
 
+    context = context_accuracy(model.net, probe, device, int(cfg.data.batch_size)) if probe is not None else {}
     header = [f"# Maps of {model.path}", "",
               f"- probe: {cfg.get('probe') or '-'} ({len(probe) if probe is not None else 0} photos with masks, "
               f"{int(probe.has_head.sum()) if probe is not None else 0} with head boxes)",
@@ -111,12 +113,15 @@ def map_report(cfg: DictConfig) -> dict:
               f"{cfg.faithfulness_steps} steps, blurred copy)",
               f"- {size} px, target: {'predicted class minus the other' if cfg.contrast else 'predicted class'}, {device}",
               "- centre: a centred Gaussian (sigma a quarter of the side); uniform: a flat map (a random deletion order)"]
+    if context:
+        header.append("- accuracy on the probe: {accuracy_as_is:.3f} as is, {accuracy_animal_blurred:.3f} with the animal "
+                      "blurred away, {accuracy_background_blurred:.3f} with the background blurred away".format(**context))
     write_csv(rows, out_dir / "map_report.csv")
     write_markdown(rows, out_dir / "map_report.md", header)
     write_picture(rows, out_dir / "map_report.png")
     print((out_dir / "map_report.md").read_text(), flush=True)
     best = max((r.get("energy_on_animal", math.nan) for r in rows[: len(methods) * len(layers)]), default=math.nan)
-    return {"metrics": {"rows": len(rows)}, "objective": best, "out_dir": str(out_dir)}
+    return {"metrics": {"rows": len(rows), **context}, "objective": best, "out_dir": str(out_dir)}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="map_report")

@@ -24,7 +24,9 @@ def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, tr
         for column in ("energy_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head", "deletion_auc",
                        "insertion_auc"):
             assert 0.0 <= float(row[column]) <= 1.0, (row, column)
-    assert "| centre | - |" in (run / "map_report.md").read_text() and (run / "map_report.png").stat().st_size > 1000
+    markdown = (run / "map_report.md").read_text()
+    assert "| centre | - |" in markdown and (run / "map_report.png").stat().st_size > 1000
+    assert "with the animal blurred away" in markdown
     assert {r["reason"] for r in read_csv(run / "bad_files.csv", records=True)} >= {"not an image file name"}
     assert "| hirescam | relu2 |" in capsys.readouterr().out
 

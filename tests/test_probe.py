@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from catdog.errors import UserError
-from catdog.gradcam.probe import centre_maps, load_probe, probe_scores, reference_scores, uniform_maps
+from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, probe_scores, reference_scores, uniform_maps
 from catdog.gradcam.scoring import box_masks, energy_in_mask, pointing_game, pointing_in_mask, widen
 from helpers import ROOT, write_oxford_pets
 
@@ -90,3 +90,29 @@ def test_references_on_the_real_sample():
     # (trimap 1 or 3) its peak is on 97.8% of these photos, on 88% with the outline band left out.
     assert refs["centre"]["max_on_animal"] == pytest.approx(0.978, abs=0.01)
     assert refs["centre"]["pointing_on_animal"] > refs["centre"]["max_on_animal"]  # the tolerance widens the mask
+
+
+class _Reads(torch.nn.Module):
+    """A "network" that decides by one pixel: dog where it is bright blue."""
+
+    def __init__(self, y: int, x: int) -> None:
+        super().__init__()
+        self.y, self.x, self.conv1 = y, x, torch.nn.Conv2d(3, 1, 1)  # a layer, so it has a device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixel = images[:, :, self.y, self.x].float()
+        return torch.stack([torch.full_like(pixel[:, 2], 220.0), pixel[:, 2]], dim=1)
+
+
+def test_context_accuracy_blurs_away_the_animal_or_its_surroundings(tmp_path):
+    """The fake photos: a yellow (cat) or blue (dog) square on grey. A model that reads a corner,
+    always background there, is as accurate with the animal blurred away as on the photos; one that
+    reads a pixel inside every square loses accuracy only when the animal is blurred away (its blue
+    fades into the grey)."""
+    probe = load_probe(write_oxford_pets(tmp_path / "pets", size=128), 128)
+    corner = context_accuracy(_Reads(0, 127), probe, torch.device("cpu"))
+    assert corner["accuracy_animal_blurred"] == corner["accuracy_as_is"] == 0.5  # grey: one answer for all
+    inside = probe.masks.all(dim=0).nonzero().float().mean(dim=0).round().long().tolist()  # the middle of what all cover
+    animal = context_accuracy(_Reads(*inside), probe, torch.device("cpu"))
+    assert animal["accuracy_as_is"] == animal["accuracy_background_blurred"] == 1.0
+    assert animal["accuracy_animal_blurred"] < 1.0

@@ -112,3 +112,24 @@ def reference_scores(probe: Probe) -> dict[str, dict[str, float]]:
     """The scores of the maps that ignore the image: the bar a real map has to clear."""
     n, size = len(probe), probe.images.shape[-1]
     return {"centre": probe_scores(centre_maps(n, size), probe), "uniform": probe_scores(uniform_maps(n, size), probe)}
+
+
+CONTEXT_BLUR_SIGMA = 0.1  # of the side: the shape is gone, the colours stay
+
+
+def context_accuracy(net: torch.nn.Module, probe: Probe, device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """Accuracy on the probe as is, with the animal blurred away and with the background blurred
+    away: how far the model decides by the surroundings. A model that looks at the animal falls
+    towards chance without it, and keeps its accuracy without the background."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    from catdog.inference import log_probs_of
+
+    sigma = CONTEXT_BLUR_SIGMA * probe.images.shape[-1]
+    kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * (probe.images.shape[-1] // 2) - 1)  # odd, within the image
+    soft = gaussian_blur(probe.images, [kernel, kernel], [sigma, sigma])
+    animal = probe.masks[:, None]
+    variants = {"as_is": probe.images, "animal_blurred": torch.where(animal, soft, probe.images),
+                "background_blurred": torch.where(animal, probe.images, soft)}
+    return {f"accuracy_{name}": float((log_probs_of(net, images.split(batch_size), device).argmax(dim=1)
+                                       == probe.labels).float().mean()) for name, images in variants.items()}
