@@ -50,7 +50,7 @@ class GradCamLogger(L.Callback):
         every_n_epochs: int = 1,
         num_images: int = 8,
         layer: str = "relu3",
-        method: str = "gradcam",
+        method: str = "hirescam",
         score_images: int = 48,
         top_losses: int = 8,
         colormap: str = "jet",
