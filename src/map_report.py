@@ -9,7 +9,8 @@ accuracy on it as is, with the animal blurred away and with the background blurr
 photos (``data.root``, any layout eval.py reads): the areas under the deletion and insertion
 curves. Beside them the same scores of a centred Gaussian map and a uniform one (whose
 deletion/insertion order is random): what a map that ignores the image gets. Writes
-map_report.csv, map_report.md and map_report.png into the run folder
+map_report.csv, map_report.md, map_report.png and map_report_probe_grid.png (the first method x
+layer's maps of a few probe photos, the animal outlined) into the run folder
 (outputs/map_report/<time>/); unreadable files are listed in bad_files.csv.
 """
 
@@ -94,6 +95,15 @@ def map_report(cfg: DictConfig) -> dict:
     if cfg.data.get("root"):  # after the report, which says why
         require_some(0 if photos is None else len(photos), len(left_out), f"data.root={cfg.data.root}")
 
+    if probe is not None and cfg.grid_images:  # a picture of the first method x layer's maps
+        from catdog.gradcam.probe import probe_grid
+        from catdog.gradcam.render import save_png
+        from catdog.inference import maps_of as maps_and_log_probs
+
+        cams, log_probs = maps_and_log_probs(model.net, probe.images, device, int(cfg.data.batch_size), layers[0],
+                                             methods[0], bool(cfg.contrast))
+        save_png(probe_grid(probe, cams, log_probs.exp(), model.classes, int(cfg.grid_images)),
+                 out_dir / "map_report_probe_grid.png")
     rows = []
     for method in methods:
         for layer in layers:

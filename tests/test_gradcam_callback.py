@@ -185,10 +185,8 @@ def test_a_trained_model_points_at_the_head_better_than_chance_or_the_wrong_clas
 
 
 def test_probe_grid_alternates_classes_and_spreads_over_each(tmp_path):
-    from catdog.callbacks.gradcam_logger import GradCamLogger
-    from catdog.gradcam.probe import load_probe
+    from catdog.gradcam.probe import grid_picks, load_probe
 
-    logger = GradCamLogger(num_images=4)
-    logger.probe = load_probe(write_oxford_pets(tmp_path / "pets"), 32)  # 4 cats, then 4 dogs
-    shown = logger._probe_grid_images()
-    assert logger.probe.labels[shown].tolist() == [0, 1, 0, 1] and shown.tolist() == [0, 4, 3, 7]
+    probe = load_probe(write_oxford_pets(tmp_path / "pets"), 32)  # 4 cats, then 4 dogs
+    shown = grid_picks(probe.labels, 4)
+    assert probe.labels[shown].tolist() == [0, 1, 0, 1] and shown.tolist() == [0, 4, 3, 7]

@@ -27,6 +27,7 @@ def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, tr
     markdown = (run / "map_report.md").read_text()
     assert "| centre | - |" in markdown and (run / "map_report.png").stat().st_size > 1000
     assert "with the animal blurred away" in markdown
+    assert (run / "map_report_probe_grid.png").stat().st_size > 1000  # gradcam relu3's maps, the animals outlined
     assert {r["reason"] for r in read_csv(run / "bad_files.csv", records=True)} >= {"not an image file name"}
     assert "| hirescam | relu2 |" in capsys.readouterr().out
 

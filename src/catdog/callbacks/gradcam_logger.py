@@ -34,12 +34,11 @@ import lightning as L
 import torch
 
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
-from catdog.gradcam.probe import Probe, load_probe, probe_scores, reference_scores, spread, uniform_maps
-from catdog.gradcam.render import Row, cam_grid, overlay, save_png
+from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
+from catdog.gradcam.render import Row, cam_grid, overlay, save_png, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
-from catdog.model.evaluation import positive_class
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +103,7 @@ class GradCamLogger(L.Callback):
         return cams, log_probs.exp()
 
     def _rows(self, sample: dict, cams, probs, classes: list[str]) -> list[Row]:
-        dog = positive_class(classes)
-        rows = []
-        for i in range(len(cams)):
-            true, pred = classes[int(sample["labels"][i])], classes[int(probs[i].argmax())]
-            title = f"{true} -> {pred}  P({classes[dog]})={float(probs[i, dog]):.2f}"
-            box = tuple(sample["boxes"][i].tolist()) if sample.get("boxes") is not None else None
-            rows.append(Row(sample["images"][i], cams[i], title, box))
-        return rows
+        return titled_rows(sample["images"], sample["labels"], cams, probs, classes, sample.get("boxes"))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._due(trainer) or not trainer.is_global_zero:
@@ -158,20 +150,7 @@ class GradCamLogger(L.Callback):
             for key, value in scores.items():
                 if value == value:  # NaN: no head boxes in the probe
                     pl_module.log(f"gradcam/{group}/{key}", value)
-        shown = self._probe_grid_images()
-        sample = {"images": self.probe.images[shown], "labels": self.probe.labels[shown], "boxes": None}
-        rows = self._rows(sample, cams[shown], probs[shown], pl_module.classes)
-        for row, mask in zip(rows, self.probe.masks[shown]):
-            row.outline = mask
-        return cam_grid(rows, self.colormap)
-
-    def _probe_grid_images(self) -> torch.Tensor:
-        """``num_images`` probe photos, classes alternating, spread over each class's breeds
-        (the files are sorted by breed: the first few would all be one breed of cat)."""
-        per_class = [(self.probe.labels == c).nonzero()[:, 0] for c in self.probe.labels.unique()]
-        per_class = [p[spread(len(p), -(-self.num_images // len(per_class)))] for p in per_class]
-        picks = [int(p[k]) for k in range(self.num_images) for p in per_class if k < len(p)][: self.num_images]
-        return torch.tensor(picks, dtype=torch.long)
+        return probe_grid(self.probe, cams, probs, pl_module.classes, self.num_images, self.colormap)
 
     def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
         log_image(trainer, "gradcam/probe_grid", grid, epoch)

@@ -133,3 +133,24 @@ def context_accuracy(net: torch.nn.Module, probe: Probe, device: torch.device, b
                 "background_blurred": torch.where(animal, probe.images, soft)}
     return {f"accuracy_{name}": float((log_probs_of(net, images.split(batch_size), device).argmax(dim=1)
                                        == probe.labels).float().mean()) for name, images in variants.items()}
+
+
+def grid_picks(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` probe photos for a picture, classes alternating, spread over each class's breeds
+    (the files are sorted by breed: the first few would all be one breed of cat)."""
+    per_class = [(labels == c).nonzero()[:, 0] for c in labels.unique()]
+    per_class = [p[spread(len(p), -(-n // len(per_class)))] for p in per_class]
+    picks = [int(p[k]) for k in range(n) for p in per_class if k < len(p)][:n]
+    return torch.tensor(picks, dtype=torch.long)
+
+
+def probe_grid(probe: Probe, cams: torch.Tensor, probs: torch.Tensor, classes: list[str], n: int,
+               colormap: str = "jet") -> np.ndarray:
+    """The picture of ``n`` probe photos (image | heatmap | overlay), the animal outlined on the overlay."""
+    from catdog.gradcam.render import cam_grid, titled_rows
+
+    shown = grid_picks(probe.labels, n)
+    rows = titled_rows(probe.images[shown], probe.labels[shown], cams[shown], probs[shown], classes)
+    for row, mask in zip(rows, probe.masks[shown]):
+        row.outline = mask
+    return cam_grid(rows, colormap)

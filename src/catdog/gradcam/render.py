@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from catdog.model.evaluation import positive_class
+
 TITLE_HEIGHT = 16
 MIN_CELL = 128  # small training images are scaled up for display
 
@@ -48,6 +50,18 @@ class Row:
     title: str
     box: tuple[float, float, float, float] | None = None  # fractions of width and height
     outline: torch.Tensor | None = None  # (H, W) bool: the object's pixels, outlined on the overlay
+
+
+def titled_rows(images: torch.Tensor, labels: torch.Tensor, cams: torch.Tensor, probs: torch.Tensor,
+                classes: list[str], boxes: torch.Tensor | None = None) -> list[Row]:
+    """One row per image, titled "true -> predicted  P(dog)=..."."""
+    dog = positive_class(classes)
+    rows = []
+    for i in range(len(cams)):
+        true, pred = classes[int(labels[i])], classes[int(probs[i].argmax())]
+        title = f"{true} -> {pred}  P({classes[dog]})={float(probs[i, dog]):.2f}"
+        rows.append(Row(images[i], cams[i], title, tuple(boxes[i].tolist()) if boxes is not None else None))
+    return rows
 
 
 def title_font(size: int = 12):
