@@ -68,6 +68,16 @@ def _scores(net, maps_of, probe, photos, device, cfg: DictConfig) -> dict:
     return row
 
 
+def _write_probe_grid(model, probe, device, cfg: DictConfig, method: str, layer: str, path: Path) -> None:
+    """A picture of a few probe photos with this method x layer's maps, the animal outlined."""
+    from catdog.gradcam.probe import probe_grid
+    from catdog.gradcam.render import save_png
+    from catdog.inference import maps_of
+
+    cams, log_probs = maps_of(model.net, probe.images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))
+    save_png(probe_grid(probe, cams, log_probs.exp(), model.classes, int(cfg.grid_images)), path)
+
+
 def map_report(cfg: DictConfig) -> dict:
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
@@ -95,15 +105,8 @@ def map_report(cfg: DictConfig) -> dict:
     if cfg.data.get("root"):  # after the report, which says why
         require_some(0 if photos is None else len(photos), len(left_out), f"data.root={cfg.data.root}")
 
-    if probe is not None and cfg.grid_images:  # a picture of the first method x layer's maps
-        from catdog.gradcam.probe import probe_grid
-        from catdog.gradcam.render import save_png
-        from catdog.inference import maps_of as maps_and_log_probs
-
-        cams, log_probs = maps_and_log_probs(model.net, probe.images, device, int(cfg.data.batch_size), layers[0],
-                                             methods[0], bool(cfg.contrast))
-        save_png(probe_grid(probe, cams, log_probs.exp(), model.classes, int(cfg.grid_images)),
-                 out_dir / "map_report_probe_grid.png")
+    if probe is not None and cfg.grid_images:
+        _write_probe_grid(model, probe, device, cfg, methods[0], layers[0], out_dir / "map_report_probe_grid.png")
     rows = []
     for method in methods:
         for layer in layers:
