@@ -129,12 +129,14 @@ def resident_batch(size: int, batch: int, device: torch.device) -> tuple[torch.T
 
 
 def resident_batches(size: int, batch: int, device: torch.device, n: int = 4):
-    """Endless batches cycling over ``n`` resident ones. Not a single batch: within a few steps
-    the network memorises one (its loss fell to 1e-3 in 24 steps here), and a run whose gradients
-    shrink towards zero is not the arithmetic of a real run (on x86, values near the bottom of
-    the float range can take a slow path)."""
-    pool = [resident_batch(size, batch, device) for _ in range(n)]
-    return itertools.cycle(pool)
+    """Endless batches cycling over ``n`` resident images, with labels drawn afresh each step.
+    Not one fixed batch: the network memorises it within a few steps (its loss fell to 1e-3 in
+    24 steps here), and a run whose gradients shrink towards zero is not the arithmetic of a
+    real run (on x86, values near the bottom of the float range take a slow path). With fresh
+    labels nothing can be memorised: the loss stays near log 2, as early in real training."""
+    images = itertools.cycle([resident_batch(size, batch, device)[0] for _ in range(n)])
+    while True:
+        yield next(images), torch.randint(0, 2, (batch,), device=device)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
