@@ -55,7 +55,7 @@ class GradCamLogger(L.Callback):
         colormap: str = "jet",
         batch_size: int = 64,
         probe: str | None = None,
-        probe_images: int | None = 128,
+        probe_images: int | None = 64,
         faithfulness_images: int = 8,
         faithfulness_steps: int = STEPS,
         faithfulness_every_n_epochs: int = 5,
