@@ -48,7 +48,8 @@ from throughput import build_net, compose_config, compute_ceiling, read_scalars,
 
 
 def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    return 1000 * batch / compute_ceiling(cfg, size, batch, steps, device, precision, compile_model, warmup=10)
+    return 1000 * batch / compute_ceiling(cfg, size, batch, steps, 1, device, precision, (compile_model,),
+                                          warmup=10)["images_per_s"]
 
 
 class _Minimal(L.LightningModule):

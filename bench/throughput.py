@@ -144,7 +144,7 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def compute_ceiling(cfg: DictConfig, size: int, batch: int, steps: int, repeats: int, device, precision: str,
-                    variants: tuple[bool, ...] = (False, True)) -> dict:
+                    variants: tuple[bool, ...] = (False, True), warmup: int | None = None) -> dict:
     """The network and optimizer ``cfg`` names, at the same precision and memory format as ours,
     training on a few batches already on the device, eager and compiled: images/s of the better one
     (the median of ``repeats`` timings of ``steps`` steps) and its noise (half the spread of the
@@ -154,7 +154,8 @@ def compute_ceiling(cfg: DictConfig, size: int, batch: int, steps: int, repeats:
         net = build_net(cfg, size, compiled, device)
         optimizer = instantiate(cfg.optimizer)(params=net.parameters())
         batches = resident_batches(size, batch, device)
-        train_steps(net, optimizer, batches, device, autocast_dtype(precision), 1, warmup=3 if compiled else 2)
+        untimed = warmup if warmup is not None else 3 if compiled else 2
+        train_steps(net, optimizer, batches, device, autocast_dtype(precision), 1, warmup=untimed)
         rates = [train_steps(net, optimizer, batches, device, autocast_dtype(precision), steps, warmup=0)
                  for _ in range(repeats)]
         timings["compiled" if compiled else "eager"] = {"median": statistics.median(rates), "rates": rates}
