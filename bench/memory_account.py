@@ -23,6 +23,7 @@ from pathlib import Path
 
 import lightning  # noqa: F401  (imported before the first reading: ours pays for it too)
 import torch
+from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -69,7 +70,7 @@ def account(overrides: list[str], size: int, batch: int, steps: int) -> dict:
     dtype = autocast_dtype(str(cfg.trainer.precision))
     device = torch.device("cpu")
     net = build_net(cfg, size, False, device)
-    optimizer = instantiate_optimizer(cfg, net)
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     x, y = resident_batch(size, batch, device)
     activations = saved_activation_bytes(net, x, dtype)
     for _ in range(steps):
@@ -97,12 +98,6 @@ def account(overrides: list[str], size: int, batch: int, steps: int) -> dict:
     return {"overrides": overrides, "size": size, "batch": batch, "precision": str(cfg.trainer.precision),
             "peak_rss_gib": peak / GIB, "parts_gib": {k: v / GIB for k, v in parts.items()},
             "fc1_parameters_gib": fc1_params / GIB, "cuts_gib": {k: v / GIB for k, v in cuts.items()}}
-
-
-def instantiate_optimizer(cfg, net: torch.nn.Module) -> torch.optim.Optimizer:
-    from hydra.utils import instantiate
-
-    return instantiate(cfg.optimizer)(params=net.parameters())
 
 
 def print_account(a: dict) -> None:

@@ -57,14 +57,17 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str]) -> dict:
+def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
+            overrides: list[str] | None = None) -> dict:
+    """One train.py run of the recipe ``name`` (or of ``overrides`` under that name), a JSON line in recipes.jsonl."""
+    overrides = RECIPES[name] if overrides is None else overrides
     run_dir = out / f"{name}_seed{seed}"
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *RECIPES[name], f"data.root={data}", f"seed={seed}",
+    args = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"data.root={data}", f"seed={seed}",
             f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", f"paths.output_root={out}",
             "trainer.enable_progress_bar=false", "callbacks.gradcam.every_n_epochs=10", *extra]
     start = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
-    row = {"recipe": name, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), "overrides": RECIPES[name]}
+    row = {"recipe": name, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), "overrides": overrides}
     result = run_dir / "result.json"
     if proc.returncode == 0 and result.exists():
         metrics = json.loads(result.read_text())["metrics"]

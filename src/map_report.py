@@ -47,41 +47,34 @@ def _photos(cfg: DictConfig, image_size: int):
     return photos, [*files.ignored, *decoded.bad]
 
 
-def _maps(net, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str) -> torch.Tensor:
+def _maps(net, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str):
+    """The maps of the predicted class and the log-probabilities, from one pass over ``images``."""
     from catdog.inference import maps_of
 
-    return maps_of(net, images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))[0]
+    return maps_of(net, images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))
 
 
-def _scores(net, maps_of, probe, photos, device, cfg: DictConfig) -> dict:
-    """Every score of one kind of map; ``maps_of(images)`` makes the maps."""
+def _scores(net, probe, probe_maps, photos, photo_maps_of, device, cfg: DictConfig) -> dict:
+    """Every score of one kind of map: ``probe_maps`` are its maps of the probe, ``photo_maps_of(images)``
+    makes them for the labelled photos."""
     from catdog.gradcam.faithfulness import deletion_insertion
     from catdog.gradcam.probe import probe_scores
 
     row = {}
     if probe is not None:
-        row.update(probe_scores(maps_of(probe.images), probe))
+        row.update(probe_scores(probe_maps, probe))
     if photos is not None:
-        deletion, insertion = deletion_insertion(net, photos, maps_of(photos), device, steps=int(cfg.faithfulness_steps),
-                                                 batch_size=int(cfg.data.batch_size))
+        deletion, insertion = deletion_insertion(net, photos, photo_maps_of(photos), device,
+                                                 steps=int(cfg.faithfulness_steps), batch_size=int(cfg.data.batch_size))
         row.update(deletion_auc=float(deletion.mean()), insertion_auc=float(insertion.mean()))
     return row
-
-
-def _write_probe_grid(model, probe, device, cfg: DictConfig, method: str, layer: str, path: Path) -> None:
-    """A picture of a few probe photos with this method x layer's maps, the animal outlined."""
-    from catdog.gradcam.probe import probe_grid
-    from catdog.gradcam.render import save_png
-    from catdog.inference import maps_of
-
-    cams, log_probs = maps_of(model.net, probe.images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))
-    save_png(probe_grid(probe, cams, log_probs.exp(), model.classes, int(cfg.grid_images)), path)
 
 
 def map_report(cfg: DictConfig) -> dict:
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
-    from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, uniform_maps
+    from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, probe_grid, uniform_maps
+    from catdog.gradcam.render import save_png
     from catdog.gradcam.report_table import write_csv, write_markdown, write_picture
     from catdog.inference import load_model, require_some, select_device
 
@@ -105,18 +98,24 @@ def map_report(cfg: DictConfig) -> dict:
     if cfg.data.get("root"):  # after the report, which says why
         require_some(0 if photos is None else len(photos), len(left_out), f"data.root={cfg.data.root}")
 
-    if probe is not None and cfg.grid_images:
-        _write_probe_grid(model, probe, device, cfg, methods[0], layers[0], out_dir / "map_report_probe_grid.png")
     rows = []
     for method in methods:
         for layer in layers:
-            maps_of = lambda images: _maps(model.net, images, device, cfg, method, layer)  # noqa: E731
-            rows.append({"method": method, "layer": layer, **_scores(model.net, maps_of, probe, photos, device, cfg)})
+            photo_maps_of = lambda images: _maps(model.net, images, device, cfg, method, layer)[0]  # noqa: E731
+            probe_maps = None
+            if probe is not None:
+                probe_maps, log_probs = _maps(model.net, probe.images, device, cfg, method, layer)
+                if not rows and cfg.grid_images:  # the first method x layer's: the callback's default
+                    save_png(probe_grid(probe, probe_maps, log_probs.exp(), model.classes, int(cfg.grid_images)),
+                             out_dir / "map_report_probe_grid.png")
+            rows.append({"method": method, "layer": layer,
+                         **_scores(model.net, probe, probe_maps, photos, photo_maps_of, device, cfg)})
             log.info("%s %s: %s", method, layer, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)})
     size = model.image_size
     for name, reference in (("centre", centre_maps), ("uniform", uniform_maps)):
-        rows.append({"method": name, "layer": "-",
-                     **_scores(model.net, lambda images: reference(len(images), size), probe, photos, device, cfg)})
+        probe_maps = reference(len(probe), size) if probe is not None else None
+        rows.append({"method": name, "layer": "-", **_scores(model.net, probe, probe_maps, photos,
+                                                            lambda images: reference(len(images), size), device, cfg)})
 
     context = context_accuracy(model.net, probe, device, int(cfg.data.batch_size)) if probe is not None else {}
     header = [f"# Maps of {model.path}", "",

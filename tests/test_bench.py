@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from helpers import ROOT
 
@@ -41,6 +42,19 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
     assert 0.0 <= rows[0]["val/acc"] <= 1.0 and rows[0]["val/loss"] > 0
     summary = json.loads((tmp_path / "recipes_summary.json").read_text())
     assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
+
+
+def test_learning_curve_trains_each_size_on_the_same_held_out_split(tmp_path, synthetic_root):
+    _run("bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(tmp_path), "--sizes", "24", "64",
+         "--parallel", "2", "--", "data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1",
+         "data.num_workers=0", "trainer.precision=32-true", "model.compile=false")
+    rows = [json.loads(line) for line in (tmp_path / "recipes.jsonl").read_text().splitlines()]
+    assert sorted(r["recipe"] for r in rows) == ["n24", "n64"] and not any("error" in r for r in rows), rows
+    for size in (24, 64):  # the size reaches the run (test_split.py: what data.train_limit does)
+        assert OmegaConf.load(tmp_path / f"n{size}_seed0" / ".hydra" / "config.yaml").data.train_limit == size
+    table = (tmp_path / "learning_curve.md").read_text()
+    assert "| 24 | 1 |" in table and "| 64 | 1 |" in table
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
 
 
 def test_throughput_reports_every_pipeline_on_both_networks_and_stops_ours_at_its_limit(tmp_path):

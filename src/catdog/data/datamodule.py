@@ -45,6 +45,22 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
+def stratified_subset(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of the indices ``idx``, each class in its share, fixed by ``seed``.
+
+    Each class's picks are a prefix of one seeded order, so a smaller subset lies inside every
+    larger one: the points of a learning curve differ only by the photos added.
+    """
+    if not 2 <= n <= len(idx):
+        raise UserError(f"data.train_limit={n} must be between 2 and the {len(idx)} images of the training split")
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, not the split's
+    classes, counts = np.unique(labels[idx], return_counts=True)
+    quotas = np.floor(n * counts / len(idx)).astype(int)
+    quotas[np.argsort(-(n * counts / len(idx) - quotas))[: n - quotas.sum()]] += 1  # largest remainders
+    picked = [rng.permutation(idx[labels[idx] == c])[:q] for c, q in zip(classes, quotas)]
+    return np.sort(np.concatenate(picked))
+
+
 class CatDogDataModule(L.LightningDataModule):
     """Labelled cat/dog images from ``root`` (Kaggle's flat layout or class sub-folders)."""
 
@@ -56,6 +72,7 @@ class CatDogDataModule(L.LightningDataModule):
         batch_size: int = 64,
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
+        train_limit: int | None = None,
         split_seed: int = 42,
         seed: int = 42,
         cache: str = "auto",
@@ -70,6 +87,7 @@ class CatDogDataModule(L.LightningDataModule):
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.expected_classes = [str(c) for c in classes]
         self.val_fraction, self.test_fraction, self.split_seed, self.seed = val_fraction, test_fraction, split_seed, seed
+        self.train_limit = train_limit
         self.cache, self.cache_dir, self.max_pixels = cache, cache_dir, max_pixels
         self.num_workers = default_workers(num_workers)
         self.report_dir = report_dir
@@ -107,6 +125,8 @@ class CatDogDataModule(L.LightningDataModule):
         if len(set(self.decoded.labels.tolist())) < 2:
             raise UserError(f"only one class left in {self.root} after skipping unreadable files")
         train, val, test = stratified_split(self.decoded.labels, self.val_fraction, self.test_fraction, self.split_seed)
+        if self.train_limit is not None:
+            train = stratified_subset(self.decoded.labels, train, self.train_limit, self.split_seed)
         self.splits = {"train": train, "val": val, "test": test}
         if len(train) == 0 or len(val) == 0:
             raise UserError(f"{len(self.decoded.paths)} images are too few to split into training and validation sets")

@@ -1,0 +1,102 @@
+"""What more photos buy: held-out accuracy and log loss against the number of training photos.
+
+Every run trains on ``data.train_limit`` photos of the same training split (smaller sets lie
+inside larger ones) and is scored on the same validation split (``data.split_seed``), at its
+last epoch, so the points differ only by the photos added. One setting for all points: the
+overrides after ``--``. Runs go through bench/recipes.py's runner (one train.py process each,
+logged to recipes.jsonl); the largest start first, so parallel workers finish together.
+
+    OMP_NUM_THREADS=1 python bench/learning_curve.py --data ../shared/data/dogs-vs-cats-200px/train-20k \\
+        --sizes 2000 4000 8000 16000 --seeds 0 --parallel 2 -- data.image_size=64 trainer.max_epochs=20 trainer=cpu
+
+Writes learning_curve.md (the table) and learning_curve.png (the picture) in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import ROOT, run_one  # noqa: E402
+
+
+def curve(rows: list[dict]) -> list[dict]:
+    """Mean and spread over seeds, per training-set size, of the runs that finished."""
+    points = []
+    for size in sorted({r["size"] for r in rows}):
+        ok = [r for r in rows if r["size"] == size and r.get("val/acc") is not None]
+        if ok:
+            acc, loss = [r["val/acc"] for r in ok], [r["val/loss"] for r in ok]
+            points.append({"size": size, "runs": len(ok), "acc": statistics.mean(acc), "loss": statistics.mean(loss),
+                           "acc_std": statistics.stdev(acc) if len(ok) > 1 else 0.0,
+                           "loss_std": statistics.stdev(loss) if len(ok) > 1 else 0.0})
+    return points
+
+
+def table(points: list[dict], setting: list[str]) -> str:
+    lines = [f"Setting: `{' '.join(setting) or '(the defaults)'}`", "",
+             "| training photos | runs | held-out accuracy | log loss |", "|---|---|---|---|"]
+    lines += [f"| {p['size']:,} | {p['runs']} | {100 * p['acc']:.1f}% +- {100 * p['acc_std']:.1f} "
+              f"| {p['loss']:.3f} +- {p['loss_std']:.3f} |" for p in points]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[dict], path: Path) -> None:
+    sizes = [p["size"] for p in points]
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    acc_ax.errorbar(sizes, [100 * p["acc"] for p in points], yerr=[100 * p["acc_std"] for p in points], marker="o", capsize=3)
+    loss_ax.errorbar(sizes, [p["loss"] for p in points], yerr=[p["loss_std"] for p in points], marker="o", capsize=3,
+                     color="tab:red")
+    for ax, label in ((acc_ax, "held-out accuracy (%)"), (loss_ax, "held-out log loss")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("training photos")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("What more photos buy: every point scored on the same held-out photos", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "learning_curve")
+    parser.add_argument("--sizes", nargs="+", type=int, required=True, help="training photos per point")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="the one setting of every run, e.g. data.image_size=64")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def one(job: tuple[int, int]) -> dict:
+        size, seed = job
+        row = run_one(f"n{size}", seed, args.data, args.out, args.out / "cache", args.overrides,
+                      overrides=[f"data.train_limit={size}"])
+        return {**row, "size": size}
+
+    jobs = sorted(((size, seed) for size in args.sizes for seed in args.seeds), reverse=True)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        rows = list(pool.map(one, jobs))
+    points = curve(rows)
+    if not points:
+        sys.exit("no run finished: see the errors in recipes.jsonl")
+    markdown = table(points, args.overrides)
+    (args.out / "learning_curve.md").write_text(markdown)
+    plot(points, args.out / "learning_curve.png")
+    print("\n" + markdown + f"\nwritten: {args.out / 'learning_curve.md'}, {args.out / 'learning_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
