@@ -3,7 +3,8 @@
 Runs src/train.py's training in-process for a few epochs and times the callback's per-epoch
 work (``on_validation_epoch_end``, the maps and the hand-off to the writer thread) against
 the wall time of each epoch, both averaged over the epochs after the first, so work done every
-few epochs counts as spread over them. Overrides pass through to the config:
+few epochs counts as spread over them; and the CPU time the writer thread spends encoding and
+logging the pictures beside training, which the epoch's clock only partly sees. Overrides pass through to the config:
 
     python bench/gradcam_cost.py data.root=outputs/data/synthetic-96px data.image_size=64 trainer.max_epochs=4
     python bench/gradcam_cost.py data.root=/data/train trainer.max_epochs=3   # real photos: no boxes, no scoring
@@ -51,6 +52,20 @@ def main() -> None:
             spent.append(time.perf_counter() - start)
 
     GradCamLogger.on_validation_epoch_end = timed
+    writer_cpu: list[float] = []  # CPU seconds of each job on the writer thread (PNG encoding, logging)
+    real_submit = GradCamLogger._submit
+
+    def counted(self, trainer, fn, *args):
+        def run(*job_args):
+            start = time.thread_time()
+            try:
+                return fn(*job_args)
+            finally:
+                writer_cpu.append(time.thread_time() - start)
+
+        real_submit(self, trainer, run, *args)
+
+    GradCamLogger._submit = counted
     clock = EpochClock()
     import catdog.resolvers  # noqa: F401  (resolvers)
 
@@ -67,6 +82,11 @@ def main() -> None:
     print(f"epoch (training + validation, mean after the first): {epoch:.3f} s")
     print(f"Grad-CAM callback per epoch (mean after the first): {1000 * cost:.1f} ms = {100 * cost / epoch:.2f}% of an epoch"
           f" (the costliest epoch: {1000 * max(spent[1:] or spent):.0f} ms)")
+    # The writer thread runs beside training, so its CPU time is an upper bound on what it takes
+    # from the epoch (on 2 cores with both busy, about all of it).
+    writer = sum(writer_cpu) / len(clock.epochs)
+    print(f"writer thread CPU per epoch (mean over all epochs): {1000 * writer:.1f} ms = {100 * writer / epoch:.2f}%;"
+          f" both together at most {100 * (cost + writer) / epoch:.2f}% of an epoch")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ RECIPES: dict[str, list[str]] = {
     "zoomout": ["model.augment.scale=[0.75,1.33]"],
     "erase": ["model.augment.erase=0.5"],
     "zoomout_erase": ["model.augment.scale=[0.75,1.33]", "model.augment.erase=0.5"],
+    "zoomout_mild": ["model.augment.scale=[0.75,1.15]"],  # the default zoom-in, and a little zoom-out
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now

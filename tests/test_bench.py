@@ -4,6 +4,7 @@ settings on the CPU: a broken script would waste the lease. What they measure is
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,14 @@ def test_learning_curve_trains_each_size_on_the_same_held_out_split(tmp_path, sy
     table = (tmp_path / "learning_curve.md").read_text()
     assert "| 24 | 1 |" in table and "| 64 | 1 |" in table
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
+
+
+def test_gradcam_cost_reports_the_callback_and_its_writer_thread(synthetic_root):
+    proc = _run("bench/gradcam_cost.py", f"data.root={synthetic_root}", "data.image_size=32", "data.batch_size=16",
+                "trainer.max_epochs=2", "data.num_workers=0", "trainer.precision=32-true", "model.compile=false")
+    shares = re.findall(r"= ([0-9.]+)%", proc.stdout)
+    assert len(shares) == 2 and all(float(s) > 0 for s in shares), proc.stdout  # main thread, writer thread
+    assert "both together at most" in proc.stdout
 
 
 def test_throughput_reports_every_pipeline_on_both_networks_and_stops_ours_at_its_limit(tmp_path):

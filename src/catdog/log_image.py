@@ -8,10 +8,12 @@ current global step (its x-axis for every metric Lightning logs) with the epoch 
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
 import torch
+from PIL import Image
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 # The Grad-CAM writer thread and the main thread (confusion matrix) both log images; MLflow's
@@ -28,11 +30,24 @@ def log_image(trainer, tag: str, picture: np.ndarray | torch.Tensor, step: int, 
 
 def _log_to(logger, tag: str, picture, step: int, dataformats: str) -> None:
     if isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_image(tag, picture, step, dataformats=dataformats)
+        # add_image's own PNG encoding uses zlib level 6, about 4x the CPU time of level 1 for a fifth
+        # fewer bytes; the grids are encoded every epoch beside training, so encode here and hand
+        # the summary to the writer's file writer, as add_image itself does.
+        logger.experiment._get_file_writer().add_summary(_png_summary(tag, _hwc(picture, dataformats)), step)
     elif isinstance(logger, MLFlowLogger):
         logger.experiment.log_image(logger.run_id, _hwc(picture, dataformats), key=tag, step=step)
     elif isinstance(logger, WandbLogger):
         logger.log_image(key=tag, images=[_hwc(picture, dataformats)], caption=[f"epoch {step}"])
+
+
+def _png_summary(tag: str, picture: np.ndarray):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    height, width, channels = picture.shape
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=buffer.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def _hwc(picture: np.ndarray | torch.Tensor, dataformats: str) -> np.ndarray:

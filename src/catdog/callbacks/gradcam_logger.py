@@ -96,11 +96,14 @@ class GradCamLogger(L.Callback):
             return False
         return _every(trainer, self.every_n_epochs)
 
-    def _cams(self, pl_module, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps and class probabilities of uint8 (N, 3, S, S) images, on the CPU, where the few
-        pictures are drawn (computed on the module's device)."""
-        cams, log_probs = maps_of(pl_module.net, images_uint8, pl_module.device, self.batch_size, self.layer, self.method)
-        return cams, log_probs.exp()
+    def _cams(self, pl_module, sets: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Maps and class probabilities of each set of uint8 (N, 3, S, S) images, on the CPU, where
+        the few pictures are drawn: all sets in one pass on the module's device, since each pass
+        also pays a fixed cost (hooks, a small last batch) that at 64 px is a good part of the work."""
+        images = torch.cat(list(sets.values()))
+        cams, log_probs = maps_of(pl_module.net, images, pl_module.device, self.batch_size, self.layer, self.method)
+        sizes = [len(v) for v in sets.values()]
+        return dict(zip(sets, zip(cams.split(sizes), log_probs.exp().split(sizes))))
 
     def _rows(self, sample: dict, cams, probs, classes: list[str]) -> list[Row]:
         return titled_rows(sample["images"], sample["labels"], cams, probs, classes, sample.get("boxes"))
@@ -109,32 +112,33 @@ class GradCamLogger(L.Callback):
         if not self._due(trainer) or not trainer.is_global_zero:
             return
         epoch, classes = trainer.current_epoch, pl_module.classes
-        cams, probs = self._cams(pl_module, self.fixed["images"])
+        faithful_due = self.faithful is not None and _every(trainer, self.faithfulness_every_n_epochs)
+        sets = {"fixed": self.fixed["images"], "scored": self.scored["images"] if self.scored else None,
+                "faithful": self.faithful["images"] if faithful_due else None,
+                "probe": self.probe.images if self.probe is not None else None}
+        maps = self._cams(pl_module, {name: images for name, images in sets.items() if images is not None})
+        cams, probs = maps["fixed"]
         rows = self._rows(self.fixed, cams, probs, classes)
         overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap)
         grid = cam_grid(rows, self.colormap)
-        self._score(pl_module)
-        self._faithfulness(pl_module)
+        if "scored" in maps:
+            self._score(pl_module, maps["scored"][0])
+        if "faithful" in maps:
+            self._faithfulness(pl_module, maps["faithful"][0])
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_epoch, grid, overlays, epoch, run_dir)
-        if self.probe is not None:
-            self._submit(trainer, self._write_probe, self._score_probe(pl_module), epoch, run_dir)
+        if "probe" in maps:
+            self._submit(trainer, self._write_probe, self._score_probe(pl_module, *maps["probe"]), epoch, run_dir)
 
-    def _score(self, pl_module) -> None:
-        if self.scored is None:
-            return
-        cams, _ = self._cams(pl_module, self.scored["images"])
+    def _score(self, pl_module, cams: torch.Tensor) -> None:
         boxes = self.scored["boxes"]
         pl_module.log("gradcam/pointing_game", float(pointing_game(cams, boxes).float().mean()))
         pl_module.log("gradcam/energy_in_box", float(energy_in_box(cams, boxes).mean()))
 
-    def _faithfulness(self, pl_module) -> None:
+    def _faithfulness(self, pl_module, cams: torch.Tensor) -> None:
         # Not every epoch by default: the curves cost 32 forward passes per image, more than the
         # rest of the callback, and the areas move slowly (bench/RESULTS.md: the callback's cost).
-        if self.faithful is None or not _every(pl_module.trainer, self.faithfulness_every_n_epochs):
-            return
         images = self.faithful["images"]
-        cams, _ = self._cams(pl_module, images)
         steps, size = self.faithfulness_steps, images.shape[-1]
         for name, maps in (("gradcam", cams), ("gradcam/random", uniform_maps(len(images), size).to(cams.device))):
             deletion, insertion = deletion_insertion(pl_module.net, images, maps, pl_module.device, steps=steps,
@@ -142,9 +146,8 @@ class GradCamLogger(L.Callback):
             pl_module.log(f"{name}/deletion_auc", float(deletion.mean()))
             pl_module.log(f"{name}/insertion_auc", float(insertion.mean()))
 
-    def _score_probe(self, pl_module):
+    def _score_probe(self, pl_module, cams: torch.Tensor, probs: torch.Tensor):
         """Log the probe's scores and its references; return its grid of the first images."""
-        cams, probs = self._cams(pl_module, self.probe.images)
         for group, scores in (("probe", probe_scores(cams, self.probe)), *(
                 (f"probe_{ref}", ref_scores) for ref, ref_scores in self.probe_references.items())):
             for key, value in scores.items():
@@ -183,7 +186,7 @@ class GradCamLogger(L.Callback):
         confidence = probs[wrong].gather(1, probs[wrong].argmax(dim=1, keepdim=True)).squeeze(1)
         worst = wrong[confidence.argsort(descending=True)[: self.top_losses]]
         sample = {"images": images[worst], "labels": labels[worst], "boxes": None}
-        cams, probs_w = self._cams(pl_module, sample["images"])
+        cams, probs_w = self._cams(pl_module, {"worst": sample["images"]})["worst"]
         gallery = cam_grid(self._rows(sample, cams, probs_w, pl_module.classes), self.colormap)
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)

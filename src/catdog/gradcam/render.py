@@ -116,4 +116,6 @@ def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
 
 
 def save_png(picture: np.ndarray, path) -> None:
-    Image.fromarray(picture).save(path)
+    # zlib level 1: a grid encodes about 4x faster than at Pillow's default 6 for a fifth more
+    # bytes, CPU time that would otherwise come out of training every epoch.
+    Image.fromarray(picture).save(path, compress_level=1)
