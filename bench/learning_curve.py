@@ -50,9 +50,9 @@ def table(points: list[dict], setting: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(points: list[dict], path: Path) -> None:
+def plot(points: list[dict], setting: list[str], path: Path) -> None:
     sizes = [p["size"] for p in points]
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.8))
     acc_ax.errorbar(sizes, [100 * p["acc"] for p in points], yerr=[100 * p["acc_std"] for p in points], marker="o", capsize=3)
     loss_ax.errorbar(sizes, [p["loss"] for p in points], yerr=[p["loss_std"] for p in points], marker="o", capsize=3,
                      color="tab:red")
@@ -63,7 +63,8 @@ def plot(points: list[dict], path: Path) -> None:
         ax.set_xlabel("training photos")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    fig.suptitle("What more photos buy: every point scored on the same held-out photos", fontsize=10)
+    fig.suptitle("What more photos buy, every point scored on the same held-out photos\n"
+                 + (" ".join(setting) or "the default recipe"), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -94,7 +95,7 @@ def main() -> None:
         sys.exit("no run finished: see the errors in recipes.jsonl")
     markdown = table(points, args.overrides)
     (args.out / "learning_curve.md").write_text(markdown)
-    plot(points, args.out / "learning_curve.png")
+    plot(points, args.overrides, args.out / "learning_curve.png")
     print("\n" + markdown + f"\nwritten: {args.out / 'learning_curve.md'}, {args.out / 'learning_curve.png'}")
 
 

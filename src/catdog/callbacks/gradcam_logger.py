@@ -98,8 +98,8 @@ class GradCamLogger(L.Callback):
 
     def _cams(self, pl_module, sets: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Maps and class probabilities of each set of uint8 (N, 3, S, S) images, on the CPU, where
-        the few pictures are drawn: all sets in one pass on the module's device, since each pass
-        also pays a fixed cost (hooks, a small last batch) that at 64 px is a good part of the work."""
+        the few pictures are drawn: all sets together on the module's device, in fewer and fuller
+        batches than set by set (each batch pays a fixed cost: hooks, a backward pass, small kernels)."""
         images = torch.cat(list(sets.values()))
         cams, log_probs = maps_of(pl_module.net, images, pl_module.device, self.batch_size, self.layer, self.method)
         sizes = [len(v) for v in sets.values()]
