@@ -70,3 +70,17 @@ def test_wandb_offline_keeps_its_run_in_the_run_folder(tmp_path, synthetic_root,
     while b"optimizer.lr" not in record.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert b"optimizer.lr" in record.read_bytes()
+
+
+def test_tensorboard_gets_the_picture_losslessly():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from catdog.log_image import _png_summary
+
+    picture = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    image = _png_summary("gradcam/grid", picture).value[0].image
+    assert (image.height, image.width, image.colorspace) == (20, 30, 3)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), picture)

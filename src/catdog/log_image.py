@@ -13,8 +13,8 @@ import threading
 
 import numpy as np
 import torch
-from PIL import Image
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+from PIL import Image
 
 # The Grad-CAM writer thread and the main thread (confusion matrix) both log images; MLflow's
 # first image of a run sets a run tag, and two at once insert it twice (a database error).
