@@ -15,7 +15,6 @@ Writes learning_curve.md (the table) and learning_curve.png (the picture) in --o
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,35 +25,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import ROOT, run_one  # noqa: E402
+from recipes import ROOT, run_one, summarise  # noqa: E402
 
 
 def curve(rows: list[dict]) -> list[dict]:
-    """Mean and spread over seeds, per training-set size, of the runs that finished."""
-    points = []
-    for size in sorted({r["size"] for r in rows}):
-        ok = [r for r in rows if r["size"] == size and r.get("val/acc") is not None]
-        if ok:
-            acc, loss = [r["val/acc"] for r in ok], [r["val/loss"] for r in ok]
-            points.append({"size": size, "runs": len(ok), "acc": statistics.mean(acc), "loss": statistics.mean(loss),
-                           "acc_std": statistics.stdev(acc) if len(ok) > 1 else 0.0,
-                           "loss_std": statistics.stdev(loss) if len(ok) > 1 else 0.0})
-    return points
+    """recipes.summarise's mean and spread over seeds, per training-set size, smallest first."""
+    sizes = {r["recipe"]: r["size"] for r in rows}
+    return sorted(({**t, "size": sizes[t["recipe"]]} for t in summarise(rows)), key=lambda t: t["size"])
 
 
 def table(points: list[dict], setting: list[str]) -> str:
     lines = [f"Setting: `{' '.join(setting) or '(the defaults)'}`", "",
              "| training photos | runs | held-out accuracy | log loss |", "|---|---|---|---|"]
-    lines += [f"| {p['size']:,} | {p['runs']} | {100 * p['acc']:.1f}% +- {100 * p['acc_std']:.1f} "
-              f"| {p['loss']:.3f} +- {p['loss_std']:.3f} |" for p in points]
+    lines += [f"| {p['size']:,} | {p['runs']} | {100 * p['acc_mean']:.1f}% +- {100 * p['acc_std']:.1f} "
+              f"| {p['loss_mean']:.3f} +- {p['loss_std']:.3f} |" for p in points]
     return "\n".join(lines) + "\n"
 
 
 def plot(points: list[dict], setting: list[str], path: Path) -> None:
     sizes = [p["size"] for p in points]
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.8))
-    acc_ax.errorbar(sizes, [100 * p["acc"] for p in points], yerr=[100 * p["acc_std"] for p in points], marker="o", capsize=3)
-    loss_ax.errorbar(sizes, [p["loss"] for p in points], yerr=[p["loss_std"] for p in points], marker="o", capsize=3,
+    acc_ax.errorbar(sizes, [100 * p["acc_mean"] for p in points], yerr=[100 * p["acc_std"] for p in points], marker="o", capsize=3)
+    loss_ax.errorbar(sizes, [p["loss_mean"] for p in points], yerr=[p["loss_std"] for p in points], marker="o", capsize=3,
                      color="tab:red")
     for ax, label in ((acc_ax, "held-out accuracy (%)"), (loss_ax, "held-out log loss")):
         ax.set_xscale("log", base=2)
