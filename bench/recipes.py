@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 _ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=true", "model.augment.scale=[0.75,1.0]",
                "trainer.max_epochs=100"]
 _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging", "+callbacks.ema.decay=0.998"]
-_CPU_EXTRAS = ["model.mixup=0.2", "model.tta_flip=true", *_EMA, "trainer.check_val_every_n_epoch=5", "trainer=cpu"]
 RECIPES: dict[str, list[str]] = {
     "original_seed": ["experiment=seed"],
     "issue_best": _ISSUE_BEST,
@@ -53,13 +52,12 @@ RECIPES: dict[str, list[str]] = {
     "erase": ["model.augment.erase=0.5"],
     "zoomout_erase": ["model.augment.scale=[0.75,1.33]", "model.augment.erase=0.5"],
     "zoomout_mild": ["model.augment.scale=[0.75,1.15]"],  # the default zoom-in, and a little zoom-out
-    # Issue 14: candidates for experiment=cpu on 20,000 photos, each about 1.2x the cost of 40 epochs at
-    # 64 px (the issue's 50-minute run on the Xeon): resolution against epochs, with MixUp, EMA and flip
-    # TTA (which cut the log loss at 64 px, 100 epochs); validation every 5 epochs (TTA doubles it; a
-    # multiple of 5 epochs, so the last epoch is validated).
-    "cpu_64px": ["data.image_size=64", "trainer.max_epochs=50", *_CPU_EXTRAS],
-    "cpu_80px": ["data.image_size=80", "trainer.max_epochs=30", *_CPU_EXTRAS],
-    "cpu_96px": ["data.image_size=96", "trainer.max_epochs=20", *_CPU_EXTRAS],
+    "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
+    # Issue 14: experiment=cpu (80 px, 30 epochs, MixUp, EMA, flip TTA; conf/experiment/cpu.yaml) and
+    # variants of it at about the same cost on 20,000 photos: resolution against epochs.
+    "cpu_80px": ["experiment=cpu"],
+    "cpu_64px": ["experiment=cpu", "data.image_size=64", "trainer.max_epochs=50"],
+    "cpu_96px": ["experiment=cpu", "data.image_size=96", "trainer.max_epochs=20"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now

@@ -28,6 +28,21 @@ def test_user_facing_override_names(tmp_path):
     assert cfg.trainer.max_epochs == 40 and cfg.data.batch_size == 8
 
 
+def test_cpu_experiment_is_a_whole_recipe(tmp_path):
+    """experiment=cpu: the CPU preset, 80 px, MixUp, flip TTA and an EMA of the weights that train.py builds."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from train import build_callbacks
+
+    cfg = compose_train(tmp_path, ["experiment=cpu", "data.root=/x"])
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 30
+    assert cfg.trainer.max_epochs % cfg.trainer.check_val_every_n_epoch == 0  # the last epoch is validated
+    model = instantiate(cfg.model)
+    assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
+    assert cfg.model.mixup == 0.2 and cfg.model.tta_flip is True
+    assert sum(isinstance(c, EMAWeightAveraging) for c in build_callbacks(cfg)) == 1
+
+
 def test_seed_experiment_is_the_original_recipe(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=seed", "data.root=/x"])
     assert cfg.seed == 42 and cfg.trainer.max_epochs == 20
