@@ -25,7 +25,7 @@ from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
 from catdog.model.resume import describe_resume, mark_run
-from catdog.preflight import check_space, check_writable
+from catdog.preflight import check_last_epoch_validated, check_space, check_writable
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task, is_multirun
 
@@ -98,6 +98,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_pa
 def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     check_data_root(cfg.data.get("root"))
+    check_last_epoch_validated(cfg.trainer.get("max_epochs"), cfg.trainer.get("check_val_every_n_epoch"))
     L.seed_everything(cfg.seed, workers=True)
     job = sweep_job()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.paths.output_dir, job)

@@ -76,8 +76,10 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         (["data.root=null"], "data.root is not set"),
         (["data.root=/no/such/folder"], "does not exist"),
         (["ckpt_path=/no/such.ckpt", "data.root=."], "does not exist"),
+        # experiment=cpu validates every 5 epochs: a shorter run would end unvalidated, with no best checkpoint
+        (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
     ],
-    ids=["no-root", "missing-root", "missing-checkpoint"],
+    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated"],
 )
 def test_user_errors_exit_with_one_line(tmp_path, args, message):
     proc = run_cli("train", *args, f"paths.output_root={tmp_path}", "~logger")

@@ -2,7 +2,8 @@
 
 ``OutputCheck`` is a Hydra callback: it runs before Hydra creates the run (or sweep) folder,
 which would otherwise fail with a traceback on a read-only or full disk. ``check_space`` is
-called by train.py once it knows the sizes of the checkpoints and the decoded-image cache.
+called by train.py once it knows the sizes of the checkpoints and the decoded-image cache;
+``check_last_epoch_validated`` before anything is trained.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ def check_space(folder: str | os.PathLike, need_bytes: int, what: str) -> None:
             f"{what} {folder} has {free / 2**30:.2f} GiB free but this run needs about {need_bytes / 2**30:.2f} GiB "
             f"(checkpoints and decoded images): free some space or point {what} elsewhere"
         )
+
+
+def check_last_epoch_validated(max_epochs: int | None, every: int | None) -> None:
+    """Validation every ``every`` epochs must fall on the last one: the final metrics, the best
+    checkpoint and a sweep's objective come from it (Lightning would silently skip it)."""
+    if every and every > 1 and max_epochs and max_epochs > 0 and max_epochs % every:
+        raise UserError(f"trainer.max_epochs={max_epochs} is not a multiple of trainer.check_val_every_n_epoch={every}, "
+                        f"so the last epoch would not be validated: use a multiple of {every}, "
+                        "or add trainer.check_val_every_n_epoch=1")
 
 
 class OutputCheck(Callback):
