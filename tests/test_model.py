@@ -112,3 +112,22 @@ def test_a_folder_with_other_classes_than_the_config_says_is_one_clear_error(tmp
         write_image(tmp_path / "data" / cls / "0.png")
     with pytest.raises(UserError, match=r"add data.classes=\[cat,fox\]"):
         train(compose_train(tmp_path, [f"data.root={tmp_path / 'data'}", *TINY, "~logger", "~callbacks.lr_monitor"]))
+
+
+def test_warmed_up_ema_follows_a_short_run_and_settles_to_the_decay():
+    """experiment=cpu's average: after a few updates it is near the weights, not the start (a fixed
+    decay keeps 0.998^n of it); after many it moves by (1 - decay) of the gap per update."""
+    from torch.optim.swa_utils import get_ema_avg_fn
+
+    from catdog.model.ema import warmed_up_ema
+
+    warm, fixed = warmed_up_ema(0.998), get_ema_avg_fn(0.998)
+    start, weights = torch.zeros(3), torch.ones(3)
+    a = b = start
+    for n in range(1, 91):  # the first update copies (AveragedModel); these are the next 90
+        a, b = warm(a, weights, torch.tensor(n)), fixed(b, weights, torch.tensor(n))
+    assert float(a[0]) > 0.9 and float(b[0]) < 0.2
+    late = warm(torch.zeros(1), torch.ones(1), torch.tensor(10_000))
+    assert torch.allclose(late, torch.tensor([0.002]))
+    with pytest.raises(UserError, match="decay"):
+        warmed_up_ema(1.0)
