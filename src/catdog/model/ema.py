@@ -2,8 +2,7 @@
 
 Lightning's EMAWeightAveraging averages with a fixed decay from the first step, so a run shorter
 than a few time constants (1 / (1 - decay) steps) validates weights still mostly from its start:
-with decay 0.998, 83% after the 90 steps of 5 epochs on a few hundred photos, which then score at
-chance. As tf.train.ExponentialMovingAverage with ``num_updates``, the decay here is
+with decay 0.998, 83% of it after 90 steps (5 epochs on a few hundred photos). As tf.train.ExponentialMovingAverage with ``num_updates``, the decay here is
 min(decay, (1 + n) / (10 + n)) after n updates: the average follows the weights closely at first
 and settles to ``decay`` (after about 4,500 updates for 0.998, so long runs end as with a fixed one).
 """
