@@ -2,9 +2,10 @@
 
 Lightning's EMAWeightAveraging averages with a fixed decay from the first step, so a run shorter
 than a few time constants (1 / (1 - decay) steps) validates weights still mostly from its start:
-with decay 0.998, 83% of it after 90 steps (5 epochs on a few hundred photos). As tf.train.ExponentialMovingAverage with ``num_updates``, the decay here is
-min(decay, (1 + n) / (10 + n)) after n updates: the average follows the weights closely at first
-and settles to ``decay`` (after about 4,500 updates for 0.998, so long runs end as with a fixed one).
+with decay 0.998, 83% of it after 90 steps (5 epochs on a few hundred photos). As
+tf.train.ExponentialMovingAverage with ``num_updates``, the decay here is min(decay, (1 + n) / (10 + n))
+after n updates: the average follows the weights closely at first and settles to ``decay`` (after
+about 4,500 updates for 0.998, so long runs end as with a fixed one).
 """
 
 from __future__ import annotations
