@@ -44,12 +44,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
-from throughput import build_net, compose_config, compute_ceiling, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
+from throughput import Ceiling, build_net, compose_config, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
 
 
 def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
-    return 1000 * batch / compute_ceiling(cfg, size, batch, steps, 1, device, precision, (compile_model,),
-                                          warmup=10)["images_per_s"]
+    ceiling = Ceiling(cfg, size, batch, device, precision, (compile_model,), warmup=10)
+    ceiling.time(steps, 1)
+    return 1000 * batch / ceiling.result()["images_per_s"]
 
 
 class _Minimal(L.LightningModule):

@@ -143,26 +143,46 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
 
 
-def compute_ceiling(cfg: DictConfig, size: int, batch: int, steps: int, repeats: int, device, precision: str,
-                    variants: tuple[bool, ...] = (False, True), warmup: int | None = None) -> dict:
-    """The network and optimizer ``cfg`` names, at the same precision and memory format as ours,
-    training on a few batches already on the device, eager and compiled: images/s of the better one
-    (the median of ``repeats`` timings of ``steps`` steps) and its noise (half the spread of the
-    repeats, relative to the median)."""
-    timings = {}
-    for compiled in variants:
-        net = build_net(cfg, size, compiled, device)
-        optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-        batches = resident_batches(size, batch, device)
-        untimed = warmup if warmup is not None else 3 if compiled else 2
-        train_steps(net, optimizer, batches, device, autocast_dtype(precision), 1, warmup=untimed)
-        rates = [train_steps(net, optimizer, batches, device, autocast_dtype(precision), steps, warmup=0)
-                 for _ in range(repeats)]
-        timings["compiled" if compiled else "eager"] = {"median": statistics.median(rates), "rates": rates}
-    best = max(timings, key=lambda k: timings[k]["median"])
-    rates = timings[best]["rates"]
-    return {"images_per_s": timings[best]["median"], "best": best, "variants": timings,
-            "noise": (max(rates) - min(rates)) / 2 / statistics.median(rates)}
+class Ceiling:
+    """(c) for one network: the network and optimizer ``cfg`` names, at the same precision and memory
+    format as ours, training on a few batches already on the device, eager and compiled. Each variant
+    is built and warmed up once, then timed in rounds of repeats, so that the rounds can bracket ours
+    (half before it, half after): the host's speed changes over minutes (bench/RESULTS.md, session 7),
+    and bracketing puts that drift inside the ceiling's noise instead of between ours and its bound."""
+
+    def __init__(self, cfg: DictConfig, size: int, batch: int, device, precision: str,
+                 variants: tuple[bool, ...] = (False, True), warmup: int | None = None) -> None:
+        self.device, self.dtype = device, autocast_dtype(precision)
+        self.batches = resident_batches(size, batch, device)
+        self.runs, self.rounds = {}, {}
+        for compiled in variants:
+            net = build_net(cfg, size, compiled, device)
+            optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+            untimed = warmup if warmup is not None else 3 if compiled else 2
+            train_steps(net, optimizer, self.batches, device, self.dtype, 1, warmup=untimed)
+            name = "compiled" if compiled else "eager"
+            self.runs[name], self.rounds[name] = (net, optimizer), []
+
+    def time(self, steps: int, repeats: int) -> None:
+        """One round: ``repeats`` timings of ``steps`` steps per variant, after one untimed step
+        (the caches are cold again after ours has run)."""
+        for name, (net, optimizer) in self.runs.items():
+            train_steps(net, optimizer, self.batches, self.device, self.dtype, 1, warmup=0)
+            self.rounds[name].append([train_steps(net, optimizer, self.batches, self.device, self.dtype, steps, warmup=0)
+                                      for _ in range(repeats)])
+
+    def result(self) -> dict:
+        """images/s of the better variant (the median of all its repeats, every round together) and
+        its noise (half the spread of those repeats, relative to the median)."""
+        timings = {}
+        for name, rounds in self.rounds.items():
+            rates = [r for round_ in rounds for r in round_]
+            timings[name] = {"median": statistics.median(rates), "rates": rates,
+                             "round_medians": [statistics.median(r) for r in rounds]}
+        best = max(timings, key=lambda k: timings[k]["median"])
+        rates = timings[best]["rates"]
+        return {"images_per_s": timings[best]["median"], "best": best, "variants": timings,
+                "noise": (max(rates) - min(rates)) / 2 / statistics.median(rates)}
 
 
 def verdict(ours: dict, ceiling: dict) -> dict:
@@ -272,18 +292,27 @@ def main() -> None:
         cfg = compose_config(overrides)  # precision and compile as train.py would resolve them, presets included
         net = result[name] = {"precision": str(cfg.trainer.precision), "compile": bool(cfg.model.compile),
                               "batch_norm": bool(cfg.model.net.batch_norm)}
+        ceiling = None
         if "ceiling" not in args.skip:
-            net["ceiling"] = compute_ceiling(cfg, args.size, args.batch, args.ceiling_steps, args.ceiling_repeats,
-                                             device, net["precision"],
-                                             tuple(v == "compiled" for v in args.ceiling_variants))
-            print(f"(c) {name} ceiling: {net['ceiling']['images_per_s']:.1f} images/s ({net['ceiling']['best']}, "
-                  f"noise +-{100 * net['ceiling']['noise']:.1f}%)", flush=True)
+            ceiling = Ceiling(cfg, args.size, args.batch, device, net["precision"],
+                              tuple(v == "compiled" for v in args.ceiling_variants))
+            # Half the repeats before ours and half after it, when ours runs: see Ceiling.
+            before = args.ceiling_repeats if "ours" in args.skip else (args.ceiling_repeats + 1) // 2
+            ceiling.time(args.ceiling_steps, before)
         if "ours" not in args.skip:
             # A cache of its own: the run's wall time includes building it, as a first run's does.
             net["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out,
                                           args.out / f"cache-{stamp}-{name}", overrides, args.ours_limit, name)
             rate = net["ours"]["images_per_s"]
             print(f"(b) {name} ours: {rate:.1f} images/s" if rate else f"(b) {name}: no epoch finished within --ours-limit", flush=True)
+        if ceiling:
+            if args.ceiling_repeats > before:
+                ceiling.time(args.ceiling_steps, args.ceiling_repeats - before)
+            net["ceiling"] = ceiling.result()
+            del ceiling  # its networks and optimizer states, before the next network's
+            print(f"(c) {name} ceiling: {net['ceiling']['images_per_s']:.1f} images/s ({net['ceiling']['best']}, "
+                  f"noise +-{100 * net['ceiling']['noise']:.1f}%; round medians "
+                  f"{[round(m, 1) for m in net['ceiling']['variants'][net['ceiling']['best']]['round_medians']]})", flush=True)
         if net.get("ours", {}).get("images_per_s") and "ceiling" in net:
             net["verdict"] = verdict(net["ours"], net["ceiling"])
         if "memory" not in args.skip and device.type == "cpu":
