@@ -8,7 +8,8 @@
 (c) the bare compute ceiling: the same network and optimizer as (b) (as conf/ composes them), at
     the same precision and memory format, training on a few batches that already sit on the
     device; the better of eager and compiled, each timed in several repeats after a warm-up,
-    whose spread is the ceiling's noise.
+    half of them just before (b) and half just after it, so that their spread, the ceiling's
+    noise, includes how much the machine's speed drifted while (b) ran.
 
 (b) and (c) run twice: with the original network (`experiment=seed`'s model and precision on
 this machine), the like-with-like comparison with (a), and with the default recipe's network,
