@@ -73,7 +73,7 @@ def test_scores_logged_where_the_data_has_boxes(run):
 def test_probe_scores_and_references_and_faithfulness_logged(run):
     images, scalars = events(run)
     for group in ("probe", "probe_centre", "probe_uniform"):
-        for score in ("energy_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head"):
+        for score in ("energy_on_animal", "auroc_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head"):
             values = scalars[f"gradcam/{group}/{score}"]
             assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), (group, score)
     assert scalars["gradcam/probe_uniform/energy_on_animal"][0] == pytest.approx(0.25, abs=0.05)  # the squares' share

@@ -21,8 +21,8 @@ def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, tr
     assert [(r["method"], r["layer"]) for r in rows] == [
         ("gradcam", "relu3"), ("gradcam", "relu2"), ("hirescam", "relu3"), ("hirescam", "relu2"), ("centre", "-"), ("uniform", "-")]
     for row in rows:
-        for column in ("energy_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head", "deletion_auc",
-                       "insertion_auc"):
+        for column in ("energy_on_animal", "auroc_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head",
+                       "deletion_auc", "insertion_auc"):
             assert 0.0 <= float(row[column]) <= 1.0, (row, column)
     markdown = (run / "map_report.md").read_text()
     assert "| centre | - |" in markdown and (run / "map_report.png").stat().st_size > 1000

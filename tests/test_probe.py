@@ -9,7 +9,7 @@ import torch
 
 from catdog.errors import UserError
 from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, probe_scores, reference_scores, uniform_maps
-from catdog.gradcam.scoring import box_masks, energy_in_mask, pointing_game, pointing_in_mask, widen
+from catdog.gradcam.scoring import auroc_in_mask, box_masks, energy_in_mask, pointing_game, pointing_in_mask, widen
 from helpers import ROOT, write_oxford_pets
 
 OXFORD_SAMPLE = ROOT.parent / "shared" / "data" / "oxford-pets-sample"
@@ -24,6 +24,23 @@ def test_pointing_in_mask_one_peak_a_flat_map_and_an_empty_one():
     assert pointing_in_mask(torch.ones(1, 4, 4), mask).item() == 0.5  # a tie: the hit chance of a random pick
     assert pointing_in_mask(torch.zeros(1, 4, 4), mask).item() == 0.0  # an all-zero map points nowhere
     assert energy_in_mask(peak_in + 1, mask).item() == pytest.approx(9 / 17)
+
+
+def test_auroc_in_mask_is_the_pixel_auroc_and_sharpening_cannot_raise_it():
+    from torchmetrics.functional.classification import binary_auroc
+
+    torch.manual_seed(0)
+    cams = (torch.rand(6, 16, 16) * 5).floor() / 4  # five levels: many ties, as ReLU'd maps have at zero
+    masks = torch.rand(6, 16, 16) < torch.linspace(0.1, 0.7, 6)[:, None, None]
+    expected = torch.stack([binary_auroc(c.flatten(), m.flatten().long()) for c, m in zip(cams, masks)])
+    assert torch.allclose(auroc_in_mask(cams, masks), expected, atol=1e-6)
+    # an increasing transform: the same ranking, more of the mass on the high pixels
+    assert torch.allclose(auroc_in_mask(cams**3, masks), auroc_in_mask(cams, masks))
+    assert not torch.allclose(energy_in_mask(cams**3, masks), energy_in_mask(cams, masks))
+    mask = masks[:1]
+    assert auroc_in_mask(mask.float(), mask).item() == 1.0 and auroc_in_mask(1 - mask.float(), mask).item() == 0.0
+    assert auroc_in_mask(torch.ones(1, 16, 16), mask).item() == 0.5  # a flat map ranks nothing
+    assert auroc_in_mask(cams[:1], torch.zeros(1, 16, 16, dtype=torch.bool)).isnan().all()  # no animal: no score
 
 
 def test_a_widened_box_mask_scores_as_the_pointing_game_does():
@@ -49,7 +66,7 @@ def test_probe_of_a_fake_oxford_folder(tmp_path):
     # the mask itself as a map: all its mass and its peak on the animal
     perfect = probe_scores(probe.masks.float(), probe)
     assert perfect["energy_on_animal"] == pytest.approx(1.0) and perfect["pointing_on_animal"] == 1.0
-    assert perfect["max_on_animal"] == 1.0
+    assert perfect["max_on_animal"] == 1.0 and perfect["auroc_on_animal"] == 1.0
     refs = reference_scores(probe)
     assert refs["uniform"]["energy_on_animal"] == pytest.approx(probe.masks.float().mean().item(), abs=1e-6)
     assert set(refs) == {"centre", "uniform"} and all(0 <= v <= 1 for r in refs.values() for v in r.values())
@@ -90,6 +107,9 @@ def test_references_on_the_real_sample():
     # (trimap 1 or 3) its peak is on 97.8% of these photos, on 88% with the outline band left out.
     assert refs["centre"]["max_on_animal"] == pytest.approx(0.978, abs=0.01)
     assert refs["centre"]["pointing_on_animal"] > refs["centre"]["max_on_animal"]  # the tolerance widens the mask
+    # Ranking pixels by closeness to the middle separates animal from background this well (measured):
+    assert refs["centre"]["auroc_on_animal"] == pytest.approx(0.841, abs=0.005)
+    assert refs["uniform"]["auroc_on_animal"] == 0.5
 
 
 class _Reads(torch.nn.Module):

@@ -9,8 +9,9 @@ epoch and TensorBoard's step slider (step = epoch) walks through how the attenti
 - ``gradcam/pointing_game`` and ``gradcam/energy_in_box``: where the data set has object boxes,
   how well the maps of a larger validation subset point at the object;
 - with ``probe`` (an Oxford-IIIT Pet folder, decoded once at fit start at the training image
-  size, never trained on): ``gradcam/probe/energy_on_animal``, ``max_on_animal`` (strictly on
-  the mask), ``pointing_on_animal`` (within the pointing tolerance) and
+  size, never trained on): ``gradcam/probe/energy_on_animal``, ``auroc_on_animal`` (the maps'
+  pixel AUROC against the mask), ``max_on_animal`` (strictly on the mask),
+  ``pointing_on_animal`` (within the pointing tolerance) and
   ``pointing_on_head``, beside the same scores of a centred Gaussian map
   (``gradcam/probe_centre/...``) and a uniform one (``gradcam/probe_uniform/...``), and
   ``gradcam/probe_grid`` with the animal's outline on each overlay;

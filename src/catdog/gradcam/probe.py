@@ -14,7 +14,7 @@ import torch
 from catdog.data.files import require_folder
 from catdog.data.oxford_pets import find_oxford_pets, is_oxford_pets, read_annotations
 from catdog.errors import UserError
-from catdog.gradcam.scoring import POINTING_TOLERANCE, box_masks, energy_in_mask, pointing_in_mask, widen
+from catdog.gradcam.scoring import POINTING_TOLERANCE, auroc_in_mask, box_masks, energy_in_mask, pointing_in_mask, widen
 
 CENTRE_SIGMA = 0.25  # the centred reference's sigma, as a fraction of the side
 
@@ -87,11 +87,13 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
 def probe_scores(cams: torch.Tensor, probe: Probe) -> dict[str, float]:
     """Mean share of map mass on the animal; share of maps whose maximum is on the animal (strictly:
     the issue's measure), and on the animal and on the head within the pointing tolerance (the
-    head over the images with a head box, NaN without any)."""
+    head over the images with a head box, NaN without any); the mean pixel AUROC of the maps
+    against the animal's mask, which sharpening a map cannot raise (``auroc_in_mask``)."""
     on_head = pointing_in_mask(cams, probe.head_hits)[probe.has_head.to(cams.device)]
     return {
         "energy_on_animal": float(energy_in_mask(cams, probe.masks).mean()),
         "max_on_animal": float(pointing_in_mask(cams, probe.masks).mean()),
+        "auroc_on_animal": float(auroc_in_mask(cams, probe.masks).nanmean()),
         "pointing_on_animal": float(pointing_in_mask(cams, probe.animal_hits).mean()),
         "pointing_on_head": float(on_head.mean()) if len(on_head) else math.nan,
     }

@@ -7,7 +7,8 @@ import csv
 import math
 from pathlib import Path
 
-COLUMNS = ("energy_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head", "deletion_auc", "insertion_auc")
+COLUMNS = ("energy_on_animal", "auroc_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head",
+           "deletion_auc", "insertion_auc")
 BETTER = {"deletion_auc": "lower"}  # every other score: higher is better
 REFERENCES = ("centre", "uniform")
 

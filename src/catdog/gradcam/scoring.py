@@ -1,5 +1,6 @@
 """How well a map points at the object, given the object's box (Zhang et al.'s pointing game,
-and the share of the map's energy inside the box, as in Score-CAM's localisation test)."""
+and the share of the map's energy inside the box, as in Score-CAM's localisation test), or its
+mask (the same two, and how well the map ranks the object's pixels above the rest)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,20 @@ def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """(N,) share of each map's total mass on the mask (0 for an all-zero map)."""
     total = cams.flatten(1).sum(dim=1)
     return (cams * masks.to(cams.device)).flatten(1).sum(dim=1) / total.clamp(min=1e-12)
+
+
+def auroc_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(N,) the chance that a random pixel of the mask scores above a random pixel outside it (ties
+    count half): the area under the ROC curve of each map as a pixel classifier. Unlike the energy,
+    it does not change under any increasing transform of the map (squaring a map raises its energy
+    on the animal, and the centred Gaussian's from 0.59 to 0.71, bench/RESULTS.md), so a map cannot
+    buy it by sharpening. NaN for a mask that is empty or covers the whole image.
+    The Mann-Whitney form over tie-averaged ranks scores a whole batch at once, where
+    torchmetrics' binary_auroc takes one image per call."""
+    flat, inside = cams.flatten(1).float().contiguous(), masks.to(cams.device).flatten(1)
+    ordered = flat.sort(dim=1).values
+    ranks = (torch.searchsorted(ordered, flat) + torch.searchsorted(ordered, flat, right=True) + 1) / 2
+    pos = inside.sum(dim=1).double()
+    neg = inside.shape[1] - pos
+    u = (ranks.double() * inside).sum(dim=1) - pos * (pos + 1) / 2
+    return (u / (pos * neg)).float()  # 0 / 0 = NaN where one side is empty
