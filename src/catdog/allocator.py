@@ -4,8 +4,10 @@ glibc serves every block above 32 MiB (a 64-image batch's activations from about
 a mapping of its own and unmaps it on free, so every step faults its activations back in, page by
 page: at 96 px on 2 cores of the EPYC, the kernel took a third of the training process's CPU time
 (bench/RESULTS.md). With those mappings off and the heap never trimmed, the next step reuses the
-same pages. What is kept is what the step used at its peak, so the peak resident memory is the
-same; it is just not given back in between. Linux with glibc only; elsewhere nothing changes.
+same pages. The price is memory: freed blocks stay resident, and where small objects landed
+between them a step may not fit in the gaps at first, so the heap grows for a few steps before
+it settles (a bare 96 px step's peak: 1.71 GiB instead of 1.33). Linux with glibc only;
+elsewhere nothing changes.
 """
 
 from __future__ import annotations
