@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from catdog.allocator import keep_freed_memory  # noqa: E402
 from catdog.resolvers import CONF_DIR, register_resolvers  # noqa: E402
 from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
@@ -291,6 +292,8 @@ def main() -> None:
     for name in args.networks:
         overrides = [*NETWORKS[name], *args.overrides]
         cfg = compose_config(overrides)  # precision and compile as train.py would resolve them, presets included
+        if cfg.get("keep_freed_memory"):  # the ceiling's heap as ours' (catdog/allocator.py); after (a), the original's
+            keep_freed_memory()
         net = result[name] = {"precision": str(cfg.trainer.precision), "compile": bool(cfg.model.compile),
                               "batch_norm": bool(cfg.model.net.batch_norm)}
         ceiling = None
