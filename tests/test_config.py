@@ -29,7 +29,7 @@ def test_user_facing_override_names(tmp_path):
 
 
 def test_cpu_experiment_is_a_whole_recipe(tmp_path):
-    """experiment=cpu: the CPU preset, 80 px, MixUp, flip TTA and an EMA of the weights that train.py builds."""
+    """experiment=cpu: the CPU preset, 80 px, no MixUp, flip TTA and an EMA of the weights that train.py builds."""
     from lightning.pytorch.callbacks import WeightAveraging
 
     from train import build_callbacks
@@ -39,7 +39,7 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     assert cfg.trainer.max_epochs % cfg.trainer.check_val_every_n_epoch == 0  # the last epoch is validated
     model = instantiate(cfg.model)
     assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
-    assert cfg.model.mixup == 0.2 and cfg.model.tta_flip is True
+    assert cfg.model.mixup == 0 and cfg.model.tta_flip is True
     (ema,) = [c for c in build_callbacks(cfg) if isinstance(c, WeightAveraging)]
     assert ema._kwargs["avg_fn"].__qualname__.startswith("warmed_up_ema")
 
