@@ -56,7 +56,6 @@ RECIPES: dict[str, list[str]] = {
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).
     "gap_64px_40": ["model.net.head=gap", "data.image_size=64", "trainer.max_epochs=40"],
-    "default_64px_40": ["data.image_size=64", "trainer.max_epochs=40"],
     # Issue 14: experiment=cpu's first form (80 px, 30 epochs, MixUp 0.2, EMA, flip TTA) and variants of
     # it at about the same cost on 20,000 photos: resolution against epochs. MixUp is explicit in those
     # measured with it, since conf/experiment/cpu.yaml dropped it (session 10).
