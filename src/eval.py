@@ -1,7 +1,7 @@
 """Test a checkpoint on a labelled folder: accuracy, F1, AUROC, log loss, confusion matrix.
 
     python src/eval.py ckpt_path=outputs/runs/.../checkpoints/epoch_012.ckpt data.root=/path/to/labelled
-    python src/eval.py ckpt_path=last data.root=/path/to/labelled tta_flip=true
+    python src/eval.py ckpt_path=last data.root=/path/to/labelled tta_flip=true eval_zoom=0.875
 
 Every image of the folder is evaluated (no split), in either layout (Kaggle's cat.N.jpg /
 dog.N.jpg, or cat/ and dog/ sub-folders), at the checkpoint's image size. Unreadable files
@@ -57,19 +57,19 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"{cfg.data.root} has classes {', '.join(unknown)} that the checkpoint does not know "
                         f"(it was trained on {', '.join(model.classes)})")
     device = select_device(cfg.get("device", "auto"))
-    tta_flip = model.tta_flip if cfg.get("tta_flip") is None else bool(cfg.tta_flip)
+    view = model.scoring(cfg.get("tta_flip"), cfg.get("eval_zoom"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
     report_skipped(decoded.bad, len(files.paths), out_dir, files.ignored)
     require_some(len(decoded.paths), len(decoded.bad), cfg.data.root)
-    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, tta_flip)
+    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, **view)
     targets = np.asarray([model.classes.index(c) for c in files.classes])[decoded.labels]
     metrics = classification_metrics(log_probs, targets, len(model.classes))
 
     info = {"checkpoint": model.path, "data_root": str(cfg.data.root), "layout": files.layout,
-            "image_size": model.image_size, "tta_flip": tta_flip, "device": str(device), "classes": model.classes,
+            "image_size": model.image_size, **view, "device": str(device), "classes": model.classes,
             "images": len(decoded.paths), "skipped": len(decoded.bad)}
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, **info}, indent=2))
     matrix = np.asarray(metrics["confusion_matrix"])
@@ -86,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     header = [("checkpoint", model.path), ("data", f"{cfg.data.root} ({files.layout}, {len(decoded.paths)} images"
               f"{f', {len(decoded.bad)} skipped' if decoded.bad else ''})"),
-              ("settings", f"{model.image_size} px, tta_flip={str(tta_flip).lower()}, {device}")]
+              ("settings", f"{model.image_size} px, tta_flip={str(view['tta_flip']).lower()}, eval_zoom={view['eval_zoom']:g}, {device}")]
     print(table(metrics, model.classes, header), flush=True)
     log.info("accuracy %.4f, log loss %.4f: %s", metrics["test/acc"], metrics["test/loss"], out_dir / "metrics.json")
     scalars = {k: v for k, v in metrics.items() if k.startswith("test/")}

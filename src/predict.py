@@ -80,7 +80,7 @@ def predict(cfg: DictConfig) -> dict:
     dog = positive_class(model.classes)
     files = find_unlabelled(cfg.data.root)
     device = select_device(cfg.get("device", "auto"))
-    tta_flip = model.tta_flip if cfg.get("tta_flip") is None else bool(cfg.tta_flip)
+    view = model.scoring(cfg.get("tta_flip"), cfg.get("eval_zoom"))
     out_dir = Path(cfg.paths.output_dir)
 
     decoded = decode_files(files, model.image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
@@ -93,7 +93,7 @@ def predict(cfg: DictConfig) -> dict:
     bad = decoded.bad + duplicates
     report_skipped(bad, len(files.paths), out_dir, files.ignored, note="; unreadable files have no row in the submission")
     require_some(len(decoded.paths), len(decoded.bad), cfg.data.root)
-    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, tta_flip).double().numpy()
+    log_probs = log_probs_of(model.net, decoded_batches(decoded, cfg.data.batch_size), device, **view).double().numpy()
 
     p_dog = np.exp(log_probs[keep, dog])
     predicted = log_probs[keep].argmax(axis=1)
@@ -107,8 +107,8 @@ def predict(cfg: DictConfig) -> dict:
 
     name = model.classes[dog]
     what = "0/1 labels" if cfg.hard_labels else f"P({name}) clipped to [{eps:g}, {1 - eps:g}]"
-    log.info("%d rows of %s (%d predicted %s), tta_flip=%s", len(keyed), what, int((predicted == dog).sum()), name,
-             str(tta_flip).lower())
+    log.info("%d rows of %s (%d predicted %s), tta_flip=%s, eval_zoom=%g", len(keyed), what, int((predicted == dog).sum()),
+             name, str(view["tta_flip"]).lower(), view["eval_zoom"])
     print(csv_path, flush=True)
     return {"metrics": {"rows": len(keyed), "skipped": len(bad)}, "objective": math.nan, "csv": str(csv_path)}
 

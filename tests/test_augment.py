@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from catdog.data.augment import _ORDERS, DeviceAugment, Params
+from catdog.data.augment import _ORDERS, DeviceAugment, Params, affine_grid, centre_zoom
 
 
 def _params(n, **overrides) -> Params:
@@ -50,6 +51,26 @@ def test_fixed_parameters_match_the_cpu_transforms():
     for i in range(6):
         ref = _cpu_reference(x[i], bool(p.flip[i]), float(p.angle[i]), p.factors[i].tolist(), i)
         assert (out[i] - ref).abs().max() < 1e-5, i
+
+
+def test_grid_by_broadcasting_is_torchs_affine_grid():
+    g = torch.Generator().manual_seed(3)
+    theta = torch.randn(5, 2, 3, generator=g)
+    for h, w in [(40, 40), (24, 56), (1, 7)]:
+        ours = affine_grid(theta, h, w)
+        assert ours.shape == (5, h, w, 2)
+        assert torch.allclose(ours, F.affine_grid(theta, [5, 3, h, w], align_corners=False), atol=1e-6)
+
+
+def test_centre_zoom_is_the_training_zoom_without_shift_rotation_or_flip():
+    x = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8)
+    assert torch.allclose(centre_zoom(x, 1.0), x.float() / 255, atol=1e-6)  # the whole image, as it is
+    aug = DeviceAugment(brightness=0, contrast=0, saturation=0)
+    still = _params(3, scale=torch.full((3,), 0.6))
+    assert torch.allclose(centre_zoom(x, 0.6), aug.geometry(x.float() / 255, still), atol=1e-6)
+    framed = torch.zeros(1, 3, 40, 40)
+    framed[..., 10:30, 10:30] = 1.0  # the centre half of the side
+    assert (centre_zoom(framed, 0.5)[..., 1:-1, 1:-1] == 1.0).all()  # enlarged to fill the picture
 
 
 def test_zoom_and_shift_stay_inside_the_image():

@@ -6,6 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from catdog.data.augment import centre_zoom
+
 from helpers import compose_train
 
 
@@ -29,7 +31,8 @@ def test_user_facing_override_names(tmp_path):
 
 
 def test_cpu_experiment_is_a_whole_recipe(tmp_path):
-    """experiment=cpu: the CPU preset, 80 px, no MixUp, flip TTA and an EMA of the weights that train.py builds."""
+    """experiment=cpu: the CPU preset, 80 px, no MixUp, flip TTA on the centre at the training zoom's mean,
+    and an EMA of the weights that train.py builds."""
     from lightning.pytorch.callbacks import WeightAveraging
 
     from train import build_callbacks
@@ -40,6 +43,13 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     model = instantiate(cfg.model)
     assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
     assert cfg.model.mixup == 0 and cfg.model.tta_flip is True
+    assert cfg.model.eval_zoom == sum(cfg.model.augment.scale) / 2 == 0.875
+    x = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        model.eval()
+        view = centre_zoom(x, 0.875)
+        expected = ((model.net(view).softmax(1) + model.net(view.flip(-1)).softmax(1)) / 2).log()
+        assert torch.allclose(model.log_probs(x), expected, atol=1e-5)  # what validation and test score
     (ema,) = [c for c in build_callbacks(cfg) if isinstance(c, WeightAveraging)]
     assert ema._kwargs["avg_fn"].__qualname__.startswith("warmed_up_ema")
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from catdog.data.augment import centre_zoom
 from catdog.data.decode import load_rgb
 from catdog.errors import UserError
 from catdog.gradcam.maps import grad_cam
@@ -28,10 +29,12 @@ from helpers import compose_train, read_csv, run_cli
 # --- fixtures and references -----------------------------------------------------------------
 
 
-def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = False) -> np.ndarray:
+def reference_probs(net: torch.nn.Module, paths, size: int = 32, flip: bool = False, zoom: float = 1.0) -> np.ndarray:
     """P(class) of the files, decoded one by one and handed to the network as uint8 pixels (it
-    normalises them itself: test_model.py)."""
+    normalises them itself: test_model.py), or as their centre ``zoom`` enlarged."""
     x = torch.stack([torch.from_numpy(load_rgb(str(p), size).copy()).permute(2, 0, 1) for p in paths])
+    if zoom != 1.0:
+        x = centre_zoom(x, zoom)
     with torch.no_grad():
         p = net(x).softmax(dim=1)
         if flip:
@@ -140,9 +143,13 @@ def test_ckpt_path_last_and_the_stored_tta_default(tmp_path, trained):
     assert load_model("last", trained["output_root"]).path == str(trained["ckpt"])
     assert load_model(str(trained["ckpt"])).tta_flip is False
     ckpt = torch.load(trained["ckpt"], weights_only=True)
-    ckpt["catdog"]["config"]["model"]["tta_flip"] = True
+    ckpt["catdog"]["config"]["model"].update(tta_flip=True, eval_zoom=0.875)
     torch.save(ckpt, tmp_path / "tta.ckpt")
-    assert load_model(str(tmp_path / "tta.ckpt")).tta_flip is True
+    stored = load_model(str(tmp_path / "tta.ckpt"))
+    assert stored.scoring() == {"tta_flip": True, "eval_zoom": 0.875}
+    assert stored.scoring(tta_flip=False, eval_zoom=1) == {"tta_flip": False, "eval_zoom": 1.0}  # a command's overrides
+    with pytest.raises(UserError, match="eval_zoom=0 must be above 0"):
+        stored.scoring(eval_zoom=0)
 
 
 # --- predict ---------------------------------------------------------------------------------
@@ -191,6 +198,10 @@ def test_predict_clipping_hard_labels_and_tta(tmp_path, trained, test1):
     tta = labels("tta", ["tta_flip=true", "clip_eps=0"])
     assert [float(v) for v in tta] == pytest.approx([p_tta[n] for n in order], abs=1e-5)
     assert max(abs(p_tta[n] - p_dog[n]) for n in order) > 1e-4  # the mirror image really was used
+    p_zoom = dict(zip(good, reference_probs(trained["net"], good.values(), zoom=0.5)[:, 1]))
+    zoomed = labels("zoom", ["eval_zoom=0.5", "clip_eps=0"])
+    assert [float(v) for v in zoomed] == pytest.approx([p_zoom[n] for n in order], abs=1e-5)
+    assert max(abs(p_zoom[n] - p_dog[n]) for n in order) > 1e-4  # the centre really was enlarged
     with pytest.raises(UserError, match="clip_eps"):
         predict(compose(tmp_path / "bad", "predict", [*base, "clip_eps=0.5"]))
 

@@ -44,6 +44,7 @@ class LoadedModel:
     net: torch.nn.Module
     path: str
     tta_flip: bool = False  # what the training run's model was configured with, if stored
+    eval_zoom: float = 1.0  # the same
 
     @property
     def classes(self) -> list[str]:
@@ -52,6 +53,13 @@ class LoadedModel:
     @property
     def image_size(self) -> int:
         return self.net.image_size
+
+    def scoring(self, tta_flip: bool | None = None, eval_zoom: float | None = None) -> dict:
+        """``log_probs_of``'s view settings: those given (a command's overrides), else the stored ones."""
+        zoom = self.eval_zoom if eval_zoom is None else float(eval_zoom)
+        if not zoom > 0:
+            raise UserError(f"eval_zoom={eval_zoom} must be above 0 (1: score the whole image)")
+        return {"tta_flip": self.tta_flip if tta_flip is None else bool(tta_flip), "eval_zoom": zoom}
 
 
 def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:
@@ -68,7 +76,8 @@ def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs"
     ckpt = load_checkpoint(path)
     net = net_from_checkpoint(ckpt, expect_image_size=image_size)
     model_cfg = ((ckpt.get("catdog") or {}).get("config") or {}).get("model") or {}
-    return LoadedModel(net, path, tta_flip=bool(model_cfg.get("tta_flip", False)))
+    return LoadedModel(net, path, tta_flip=bool(model_cfg.get("tta_flip", False)),
+                       eval_zoom=float(model_cfg.get("eval_zoom", 1.0)))
 
 
 def select_device(name: str | None = "auto") -> torch.device:
@@ -155,19 +164,20 @@ def eager(net: torch.nn.Module):
 
 
 def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device, *,
-                tta_flip: bool = False, cam_layer: str | None = None, cam_method: str = "gradcam",
+                tta_flip: bool = False, eval_zoom: float = 1.0, cam_layer: str | None = None, cam_method: str = "gradcam",
                 cam_targets: Targets = None, cam_contrast: bool = False) -> Iterator[Outputs]:
     """Run uint8 (B, 3, S, S) batches through ``net`` on ``device``, in eval mode (every module's
     mode is restored after), yielding each batch's log-probabilities and, with ``cam_layer``,
     its maps of that layer by ``cam_method`` for ``cam_targets`` (a class for all images, one
     per image, or None: the predicted class; ``cam_contrast``: against the other classes). With
-    maps the log-probabilities come from the same forward pass, without ``tta_flip``."""
+    maps the log-probabilities come from the same forward pass, of the whole image, without
+    ``tta_flip`` or ``eval_zoom``."""
     start = 0
     with eager(net), evaluating(net):
         for batch in batches:
             x = batch.to(device, non_blocking=True)
             if cam_layer is None:
-                out = Outputs(start, batch, _log_probs(net, x, tta_flip).cpu())
+                out = Outputs(start, batch, _log_probs(net, x, tta_flip, eval_zoom).cpu())
             else:
                 targets = cam_targets[start : start + len(x)] if _per_image(cam_targets) else cam_targets
                 cams, logits = grad_cam_with_logits(net, x, cam_layer, targets, cam_method, cam_contrast)
@@ -181,11 +191,11 @@ def _per_image(targets: Targets) -> bool:
 
 
 @torch.inference_mode()
-def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, eval_zoom: float) -> torch.Tensor:
     """As validation computes them (``catdog.model.evaluation``); bf16 autocast on a GPU, fp32
     on a CPU, for determinism."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-        return evaluation.log_probs(net, x, tta_flip).float()
+        return evaluation.log_probs(net, x, tta_flip, eval_zoom).float()
 
 
 def maps_of(net: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, layer: str,
@@ -198,7 +208,7 @@ def maps_of(net: torch.nn.Module, images: torch.Tensor, device: torch.device, ba
 
 
 def log_probs_of(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device,
-                 tta_flip: bool = False, num_classes: int = 2) -> torch.Tensor:
+                 tta_flip: bool = False, num_classes: int = 2, eval_zoom: float = 1.0) -> torch.Tensor:
     """float32 (N, classes) log-probabilities of all the batches, on the CPU."""
-    out = [o.log_probs for o in run_network(net, batches, device, tta_flip=tta_flip)]
+    out = [o.log_probs for o in run_network(net, batches, device, tta_flip=tta_flip, eval_zoom=eval_zoom)]
     return torch.cat(out) if out else torch.zeros(0, num_classes)

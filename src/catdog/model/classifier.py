@@ -48,17 +48,20 @@ class Classifier(L.LightningModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         tta_flip: bool = False,
+        eval_zoom: float = 1.0,
         compile: bool = False,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         if scheduler_interval not in (None, "epoch", "step"):
             raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch', 'step' or null")
+        if not eval_zoom > 0:
+            raise UserError(f"model.eval_zoom={eval_zoom} must be above 0 (1: score the whole image)")
         self.net, self.classes = net, [str(c) for c in classes]
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval or _interval_of(scheduler)
         self.label_smoothing, self.seed = label_smoothing, seed
-        self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
+        self.compile_net, self.channels_last, self.tta_flip, self.eval_zoom = compile, channels_last, tta_flip, float(eval_zoom)
         self.augment, self.compile_augment = DeviceAugment(**(augment or {})), compile_augment
         self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
         n = len(self.classes)
@@ -172,8 +175,8 @@ class Classifier(L.LightningModule):
         return self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Class log-probabilities, averaged over the image and its mirror image with ``tta_flip``."""
-        return evaluation.log_probs(self, x, self.tta_flip)
+        """Class log-probabilities of the view ``eval_zoom`` picks, averaged with its mirror image with ``tta_flip``."""
+        return evaluation.log_probs(self, x, self.tta_flip, self.eval_zoom)
 
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric):
         x, y = batch

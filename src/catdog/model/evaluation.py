@@ -1,6 +1,6 @@
 """What scoring a network means here, in one place for training (val/test) and for eval.py and
-predict.py: class log-probabilities, averaged with the mirror image on request, and the metrics,
-named as training logs them."""
+predict.py: class log-probabilities, of the centre zoom and averaged with the mirror image on
+request, and the metrics, named as training logs them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from typing import Callable
 
 import torch
 
+from catdog.data.augment import centre_zoom
 
-def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
-    """float32 (B, classes) log-probabilities of ``forward(x)``; with ``tta_flip`` those of the
-    mean probability of each image and its mirror image."""
+
+def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool = False,
+              zoom: float = 1.0) -> torch.Tensor:
+    """float32 (B, classes) log-probabilities of ``forward(x)``; with ``zoom`` below 1, of the centre
+    ``zoom`` of each image's side enlarged (``centre_zoom``); with ``tta_flip``, of the mean
+    probability of that view and its mirror image."""
+    if zoom != 1.0:
+        x = centre_zoom(x, zoom)
     log_p = forward(x).float().log_softmax(dim=1)
     if tta_flip:
         mirrored = forward(x.flip(-1)).float().log_softmax(dim=1)
