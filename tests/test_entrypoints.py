@@ -148,8 +148,9 @@ def test_ckpt_path_last_and_the_stored_tta_default(tmp_path, trained):
     stored = load_model(str(tmp_path / "tta.ckpt"))
     assert stored.scoring() == {"tta_flip": True, "eval_zoom": 0.875}
     assert stored.scoring(tta_flip=False, eval_zoom=1) == {"tta_flip": False, "eval_zoom": 1.0}  # a command's overrides
-    with pytest.raises(UserError, match="eval_zoom=0 must be above 0"):
-        stored.scoring(eval_zoom=0)
+    for bad in (0, "abc"):
+        with pytest.raises(UserError, match=f"eval_zoom={bad} must be above 0"):
+            stored.scoring(eval_zoom=bad)
 
 
 # --- predict ---------------------------------------------------------------------------------

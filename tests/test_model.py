@@ -114,6 +114,12 @@ def test_a_folder_with_other_classes_than_the_config_says_is_one_clear_error(tmp
         train(compose_train(tmp_path, [f"data.root={tmp_path / 'data'}", *TINY, "~logger", "~callbacks.lr_monitor"]))
 
 
+@pytest.mark.parametrize("zoom", [0, -0.5, "abc"])
+def test_eval_zoom_must_be_a_positive_number(zoom):
+    with pytest.raises(UserError, match=f"model.eval_zoom={zoom} must be above 0"):
+        Classifier(TinyNet(["cat", "dog"]), ["cat", "dog"], partial(torch.optim.SGD, lr=0.1), eval_zoom=zoom)
+
+
 def test_warmed_up_ema_follows_a_short_run_and_settles_to_the_decay():
     """experiment=cpu's average: after a few updates it is near the weights, not the start (a fixed
     decay keeps 0.998^n of it); after many it moves by (1 - decay) of the gap per update."""

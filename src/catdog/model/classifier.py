@@ -55,7 +55,7 @@ class Classifier(L.LightningModule):
         super().__init__()
         if scheduler_interval not in (None, "epoch", "step"):
             raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch', 'step' or null")
-        if not eval_zoom > 0:
+        if isinstance(eval_zoom, bool) or not isinstance(eval_zoom, (int, float)) or not eval_zoom > 0:
             raise UserError(f"model.eval_zoom={eval_zoom} must be above 0 (1: score the whole image)")
         self.net, self.classes = net, [str(c) for c in classes]
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
