@@ -8,7 +8,8 @@ one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then the
 adjustments in a per-sample random order, as ColorJitter does, then an optional random
 erasing (Zhong et al., 2020; torchvision's RandomErasing, drawn per sample). The output is float in
 [0, 1]: the network normalises its own input (``catdog.model.image_input``).
-The formulas are torchvision's (tests check equality for fixed parameters).
+The formulas are torchvision's (tests check equality for fixed parameters). ``centre_zoom`` is
+the one fixed view of the same geometry that evaluation scores (``model.eval_zoom``).
 """
 
 from __future__ import annotations
