@@ -56,10 +56,8 @@ class LoadedModel:
 
     def scoring(self, tta_flip: bool | None = None, eval_zoom: float | None = None) -> dict:
         """``log_probs_of``'s view settings: those given (a command's overrides), else the stored ones."""
-        zoom = self.eval_zoom if eval_zoom is None else eval_zoom
-        if isinstance(zoom, bool) or not isinstance(zoom, (int, float)) or not zoom > 0:
-            raise UserError(f"eval_zoom={eval_zoom} must be above 0 (1: score the whole image)")
-        return {"tta_flip": self.tta_flip if tta_flip is None else bool(tta_flip), "eval_zoom": float(zoom)}
+        zoom = evaluation.checked_zoom(self.eval_zoom if eval_zoom is None else eval_zoom)
+        return {"tta_flip": self.tta_flip if tta_flip is None else bool(tta_flip), "eval_zoom": zoom}
 
 
 def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:

@@ -55,13 +55,12 @@ class Classifier(L.LightningModule):
         super().__init__()
         if scheduler_interval not in (None, "epoch", "step"):
             raise UserError(f"model.scheduler_interval={scheduler_interval!r} must be 'epoch', 'step' or null")
-        if isinstance(eval_zoom, bool) or not isinstance(eval_zoom, (int, float)) or not eval_zoom > 0:
-            raise UserError(f"model.eval_zoom={eval_zoom} must be above 0 (1: score the whole image)")
         self.net, self.classes = net, [str(c) for c in classes]
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval or _interval_of(scheduler)
         self.label_smoothing, self.seed = label_smoothing, seed
-        self.compile_net, self.channels_last, self.tta_flip, self.eval_zoom = compile, channels_last, tta_flip, float(eval_zoom)
+        self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
+        self.eval_zoom = evaluation.checked_zoom(eval_zoom, "model.eval_zoom")
         self.augment, self.compile_augment = DeviceAugment(**(augment or {})), compile_augment
         self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
         n = len(self.classes)

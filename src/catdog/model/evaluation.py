@@ -10,6 +10,14 @@ from typing import Callable
 import torch
 
 from catdog.data.augment import centre_zoom
+from catdog.errors import UserError
+
+
+def checked_zoom(value, name: str = "eval_zoom") -> float:
+    """``value`` as the zoom ``log_probs`` takes, or one clear error naming the setting ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UserError(f"{name}={value} must be above 0 (1: score the whole image)")
+    return float(value)
 
 
 def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool = False,
