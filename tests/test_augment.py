@@ -160,3 +160,21 @@ def test_compiled_training_augmentation_is_per_sample_and_seeded():
     p = aug.sample(6, torch.device("cpu"), torch.Generator().manual_seed(1))
     fused = torch.compile(lambda x, p: aug.colour(aug.geometry(x, p), p), dynamic=False)
     assert (fused(x, p) - aug.colour(aug.geometry(x, p), p)).abs().max() < 1e-4
+
+
+def test_frame_swap_keeps_each_chosen_images_centre_and_takes_the_next_images_surroundings():
+    aug = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, frame_swap=0.5,
+                        frame_keep=(0.5, 0.5))
+    n = 250
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
+    out = (aug(images, torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    own = torch.arange(n, dtype=torch.uint8).view(n, 1, 1)
+    centre, corner = out[:, 0, 4:12, 4:12], out[:, 0, :4, :4]  # the kept half of the side, and outside it
+    assert torch.equal(centre, own.expand_as(centre))  # every image keeps its centre
+    swapped = (corner != own).all(dim=(1, 2))
+    assert 100 < int(swapped.sum()) < 150  # about half the images
+    assert torch.equal(corner[swapped], own.roll(1, 0).expand_as(corner)[swapped])  # from another image
+    assert torch.equal(corner[~swapped], own.expand_as(corner)[~swapped])
+    ring = out[:, 0].clone()
+    ring[:, 4:12, 4:12] = corner[:, :1, :1]  # the whole frame outside the box: one image's pixels
+    assert (ring == corner[:, :1, :1]).all()

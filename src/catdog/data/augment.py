@@ -4,7 +4,8 @@ The original pipeline augmented each image on its own, on the CPU, in PIL:
 RandomHorizontalFlip, RandomRotation(10), ColorJitter(0.2, 0.2, 0.2). torchvision's v2
 transforms applied to a batch draw one set of parameters for the whole batch, which is
 not the same thing, so this module draws every parameter per sample and applies them in
-one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then the colour
+one batched pass: one ``grid_sample`` for flip + rotation + zoom/shift, then an optional
+frame swap (each chosen image's surroundings replaced by another image's), then the colour
 adjustments in a per-sample random order, as ColorJitter does, then an optional random
 erasing (Zhong et al., 2020; torchvision's RandomErasing, drawn per sample). The output is float in
 [0, 1]: the network normalises its own input (``catdog.model.image_input``).
@@ -36,6 +37,7 @@ class Params:
     factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
     order: torch.Tensor  # index into _ORDERS
     erase: torch.Tensor | None = None  # (N, 4): the erased box, x0 y0 x1 y1 as fractions of the side (x0 = x1: none)
+    keep: torch.Tensor | None = None  # (N,): side of the centred box a frame swap keeps, as a fraction (1: no swap)
 
 
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
@@ -105,7 +107,7 @@ def centre_zoom(images: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class DeviceAugment:
-    """Random flip, rotation, zoom/shift, colour jitter and erasing, drawn per sample."""
+    """Random flip, rotation, zoom/shift, frame swap, colour jitter and erasing, drawn per sample."""
 
     def __init__(
         self,
@@ -120,11 +122,14 @@ class DeviceAugment:
         erase: float = 0.0,
         erase_area: tuple[float, float] = (0.02, 0.33),
         erase_ratio: tuple[float, float] = (0.3, 3.3),
+        frame_swap: float = 0.0,
+        frame_keep: tuple[float, float] = (0.5, 0.8),
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
         self.jitter = (brightness, contrast, saturation)
         self.interpolation = interpolation
         self.erase, self.erase_area, self.erase_ratio = erase, tuple(erase_area), tuple(erase_ratio)
+        self.frame_swap, self.frame_keep = frame_swap, tuple(frame_keep)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -145,7 +150,12 @@ class DeviceAugment:
             factors=factors,
             order=torch.randint(len(_ORDERS), (n,), device=device, generator=generator),
             erase=self._erase_boxes(n, uniform) if self.erase else None,
+            keep=self._kept_sides(n, uniform) if self.frame_swap else None,
         )
+
+    def _kept_sides(self, n: int, uniform) -> torch.Tensor:
+        keep = uniform(n, low=self.frame_keep[0], high=self.frame_keep[1])
+        return torch.where(uniform(n) < self.frame_swap, keep, torch.ones_like(keep))  # the others keep all
 
     def _erase_boxes(self, n: int, uniform) -> torch.Tensor:
         """RandomErasing's box per sample: an area share and a log-uniform aspect ratio, shrunk to fit
@@ -177,6 +187,23 @@ class DeviceAugment:
         ).to(x.dtype)
         return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode="zeros", align_corners=False)
 
+    def frame(self, x: torch.Tensor, p: Params) -> torch.Tensor:
+        """Outside a centred box, each chosen image takes the next image's pixels; its label stays.
+
+        Kaggle's photos centre the animal, and a model trained on them also decides by the
+        surroundings (the maps issue: 65% right on Oxford photos with the animal blurred away).
+        Surroundings borrowed from a random other photo, of either class, carry no label, so they
+        stop paying; the box keeps 25-64% of the area by default, mostly the animal.
+        """
+        if p.keep is None:
+            return x
+        h, w = x.shape[-2:]
+        ys = ((torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h - 0.5).abs()  # from the centre
+        xs = ((torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w - 0.5).abs()
+        half = p.keep.to(x.dtype).view(-1, 1, 1, 1) / 2
+        inside = (xs < half) & (ys.view(h, 1) < half)  # (N, 1, H, W)
+        return torch.where(inside, x, x.roll(1, dims=0))
+
     def colour(self, x: torch.Tensor, p: Params) -> torch.Tensor:
         """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
         if not any(self.jitter):
@@ -206,4 +233,4 @@ class DeviceAugment:
         """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]."""
         x = images.float().div_(255.0)
         p = self.sample(x.shape[0], x.device, generator)
-        return self.erasing(self.colour(self.geometry(x, p), p), p, generator)
+        return self.erasing(self.colour(self.frame(self.geometry(x, p), p), p), p, generator)
