@@ -37,7 +37,7 @@ class Params:
     factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
     order: torch.Tensor  # index into _ORDERS
     erase: torch.Tensor | None = None  # (N, 4): the erased box, x0 y0 x1 y1 as fractions of the side (x0 = x1: none)
-    keep: torch.Tensor | None = None  # (N,): side of the centred box a frame swap keeps, as a fraction (1: no swap)
+    keep: torch.Tensor | None = None  # (N, 4): the centred box a frame swap keeps, as erase's (the whole image: no swap)
 
 
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
@@ -106,6 +106,18 @@ def centre_zoom(images: torch.Tensor, scale: float) -> torch.Tensor:
     return F.grid_sample(x, affine_grid(theta, *x.shape[-2:]), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _in_boxes(boxes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) bool: which pixel centres of each image of ``x`` lie in its box of ``boxes``
+    ((N, 4): x0 y0 x1 y1 as fractions of the side, x0 and y0 included)."""
+    h, w = x.shape[-2:]
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h  # pixel centres, as fractions
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
+    box = boxes.to(x.dtype)[:, :, None, None]
+    in_x = ((xs >= box[:, 0]) & (xs < box[:, 2])).unsqueeze(-2)  # (N, 1, 1, W)
+    in_y = ((ys >= box[:, 1]) & (ys < box[:, 3])).unsqueeze(-1)  # (N, 1, H, 1)
+    return in_x & in_y
+
+
 class DeviceAugment:
     """Random flip, rotation, zoom/shift, frame swap, colour jitter and erasing, drawn per sample."""
 
@@ -150,12 +162,13 @@ class DeviceAugment:
             factors=factors,
             order=torch.randint(len(_ORDERS), (n,), device=device, generator=generator),
             erase=self._erase_boxes(n, uniform) if self.erase else None,
-            keep=self._kept_sides(n, uniform) if self.frame_swap else None,
+            keep=self._kept_boxes(n, uniform) if self.frame_swap else None,
         )
 
-    def _kept_sides(self, n: int, uniform) -> torch.Tensor:
-        keep = uniform(n, low=self.frame_keep[0], high=self.frame_keep[1])
-        return torch.where(uniform(n) < self.frame_swap, keep, torch.ones_like(keep))  # the others keep all
+    def _kept_boxes(self, n: int, uniform) -> torch.Tensor:
+        side = uniform(n, low=self.frame_keep[0], high=self.frame_keep[1])
+        half = torch.where(uniform(n) < self.frame_swap, side, torch.ones_like(side)) / 2  # the others keep all
+        return torch.stack([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half], dim=1)
 
     def _erase_boxes(self, n: int, uniform) -> torch.Tensor:
         """RandomErasing's box per sample: an area share and a log-uniform aspect ratio, shrunk to fit
@@ -198,12 +211,7 @@ class DeviceAugment:
         """
         if p.keep is None:
             return x
-        h, w = x.shape[-2:]
-        ys = ((torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h - 0.5).abs()  # from the centre
-        xs = ((torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w - 0.5).abs()
-        half = p.keep.to(x.dtype).view(-1, 1, 1, 1) / 2
-        inside = (xs < half) & (ys.view(h, 1) < half)  # (N, 1, H, W)
-        return torch.where(inside, x, x.roll(1, dims=0))
+        return torch.where(_in_boxes(p.keep, x), x, x.roll(1, dims=0))
 
     def colour(self, x: torch.Tensor, p: Params) -> torch.Tensor:
         """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
@@ -220,13 +228,7 @@ class DeviceAugment:
         network cannot learn the box itself as a sign of anything."""
         if p.erase is None:
             return x
-        h, w = x.shape[-2:]
-        ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h  # pixel centres, as fractions
-        xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
-        box = p.erase.to(x.dtype)[:, :, None, None]
-        in_x = ((xs >= box[:, 0]) & (xs < box[:, 2])).unsqueeze(-2)  # (N, 1, 1, W)
-        in_y = ((ys >= box[:, 1]) & (ys < box[:, 3])).unsqueeze(-1)  # (N, 1, H, 1)
-        inside = in_x & in_y
+        inside = _in_boxes(p.erase, x)
         noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         return torch.where(inside, noise, x)  # inside: (N, 1, H, W), broadcast over the channels
 
