@@ -65,15 +65,27 @@ def test_a_checkpoint_written_by_the_previous_main_loads_and_scores_the_same():
     assert torch.allclose(log_probs, torch.tensor(reference["log_probs"]), atol=1e-6)
 
 
-def test_a_bare_state_dict_of_the_original_script_loads(tmp_path):
+@pytest.mark.parametrize("options", [
+    {},  # no BatchNorm, flatten -> fc1: the student's network
+    {"channels": (8, 16, 24), "batch_norm": True},  # widths and the head read off the weights' shapes
+    {"channels": (64, 128, 256), "batch_norm": True, "head": "gap"},
+])
+def test_a_bare_state_dict_of_the_original_script_loads(tmp_path, options):
     torch.manual_seed(0)
-    original = SimpleCNN(image_size=32)  # no BatchNorm, flatten -> fc1: the student's network
+    original = SimpleCNN(image_size=32, **options)
     torch.save(original.state_dict(), tmp_path / "student.pth")
     net = net_from_checkpoint(load_checkpoint(tmp_path / "student.pth"))
-    assert net.classes == ["cat", "dog"] and net.image_size == 32 and net.config["batch_norm"] is False
+    assert net.classes == ["cat", "dog"] and net.config["batch_norm"] is options.get("batch_norm", False)
+    assert net.config["channels"] == list(options.get("channels", (32, 64, 128)))
+    assert net.image_size == (224 if options.get("head") == "gap" else 32)  # a GAP head does not fix the size
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        assert torch.equal(net(images), original.eval()(images))
+        assert torch.equal(net.eval()(images), original.eval()(images))
+
+
+def test_conv_widths_are_three_positive_numbers():
+    with pytest.raises(UserError, match="three positive widths"):
+        SimpleCNN(image_size=16, channels=(32, 64))
 
 
 @pytest.mark.parametrize("schedule, expected", [

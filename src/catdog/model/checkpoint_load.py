@@ -20,7 +20,7 @@ from catdog.errors import UserError
 from catdog.model.resume import ANY_JOB, find_last
 from catdog.model.simple_cnn import SimpleCNN
 
-_NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "mean", "std"}
+_NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "channels", "mean", "std"}
 DEFAULT_CLASSES = ("cat", "dog")  # Kaggle's, in label order: what a file that names none was trained on
 
 
@@ -68,14 +68,16 @@ def _options_from_state_dict(state: dict) -> dict:
     try:
         hidden, fc1_in = state["fc1.weight"].shape
         num_classes = state["fc2.weight"].shape[0]
+        channels = [state[f"conv{i}.weight"].shape[0] for i in (1, 2, 3)]
     except (KeyError, AttributeError, ValueError):
-        raise UserError("the file holds neither a catdog checkpoint nor a SimpleCNN state_dict (no fc1/fc2 weights)") from None
-    side = round((fc1_in / 128) ** 0.5)
-    head = "gap" if fc1_in == 128 and "bn1.weight" in state else ("fc" if side * side * 128 == fc1_in else None)
+        raise UserError("the file holds neither a catdog checkpoint nor a SimpleCNN state_dict (no conv1-3, fc1 or fc2 weights)") from None
+    c3 = channels[2]
+    side = round((fc1_in / c3) ** 0.5)
+    head = "gap" if fc1_in == c3 and "bn1.weight" in state else ("fc" if side * side * c3 == fc1_in else None)
     if head is None:
-        raise UserError(f"fc1 takes {fc1_in} inputs, which is not 128 x side x side: not a SimpleCNN state_dict")
+        raise UserError(f"fc1 takes {fc1_in} inputs, which is not {c3} x side x side: not a SimpleCNN state_dict")
     return dict(image_size=side * 8 if head == "fc" else 224, classes=_default_classes(num_classes), hidden=hidden,
-                batch_norm="bn1.weight" in state, head=head)
+                batch_norm="bn1.weight" in state, head=head, channels=channels)
 
 
 def _default_classes(n: int) -> list[str]:

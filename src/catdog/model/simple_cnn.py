@@ -29,6 +29,7 @@ class SimpleCNN(nn.Module):
         head: str = "fc",
         dropout: float = 0.5,
         hidden: int = 512,
+        channels: tuple[int, int, int] = (32, 64, 128),
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
@@ -37,28 +38,31 @@ class SimpleCNN(nn.Module):
             raise UserError(f"data.image_size={image_size} must be a positive multiple of 8 (three 2x2 poolings)")
         if head not in HEADS:
             raise UserError(f"model.net.head={head!r} is not one of {HEADS}")
+        if len(channels) != 3 or min(channels) < 1:
+            raise UserError(f"model.net.channels={list(channels)} must be three positive widths, one per conv block")
         if len(classes) < 2:
             raise UserError(f"a classifier needs at least two classes, got {list(classes)}")
         self.image_size, self.head, self.classes = image_size, head, [str(c) for c in classes]
         # Plain numbers and strings that rebuild this network: saved in checkpoints, which then
         # load without unpickling any object (see checkpoint_load.py).
         self.config = dict(image_size=image_size, classes=self.classes, batch_norm=batch_norm, head=head,
-                           dropout=dropout, hidden=hidden, mean=list(mean), std=list(std))
+                           dropout=dropout, hidden=hidden, channels=[int(c) for c in channels], mean=list(mean), std=list(std))
         self.input = ImageInput(mean, std)
-        self.conv1 = nn.Conv2d(3, 32, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
-        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        c1, c2, c3 = (int(c) for c in channels)
+        self.conv1 = nn.Conv2d(3, c1, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
         # Identity keeps the original's forward (and state_dict keys) when BatchNorm is off.
         norm = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
-        self.bn1, self.bn2, self.bn3 = norm(32), norm(64), norm(128)
+        self.bn1, self.bn2, self.bn3 = norm(c1), norm(c2), norm(c3)
         self.pool = nn.MaxPool2d(2, 2)
         # ReLUs as modules (no weights: the state_dict is unchanged) so hooks can see a block's
         # output after the nonlinearity: Grad-CAM on relu3 weighs only positive evidence.
         self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
         side = image_size // 8
-        # "gap": global average pooling, so fc1 has 128 inputs instead of 128*side*side
-        # (51M parameters at 224 px), which over-fits small data sets.
-        self.fc1 = nn.Linear(128 if head == "gap" else 128 * side * side, hidden)
+        # "gap": global average pooling, so fc1 has c3 inputs instead of c3*side*side
+        # (51M parameters at 224 px with the original's 128), which over-fits small data sets.
+        self.fc1 = nn.Linear(c3 if head == "gap" else c3 * side * side, hidden)
         self.fc2 = nn.Linear(hidden, len(self.classes))
         self.dropout = nn.Dropout(dropout)
 
