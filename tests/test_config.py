@@ -38,7 +38,7 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     from train import build_callbacks
 
     cfg = compose_train(tmp_path, ["experiment=cpu", "data.root=/x"])
-    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 30
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 50
     assert cfg.trainer.max_epochs % cfg.trainer.check_val_every_n_epoch == 0  # the last epoch is validated
     model = instantiate(cfg.model)
     assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
