@@ -127,7 +127,9 @@ def map_report(cfg: DictConfig) -> dict:
               "- centre: a centred Gaussian (sigma a quarter of the side); uniform: a flat map (a random deletion order)"]
     if context:
         header.append("- accuracy on the probe: {accuracy_as_is:.3f} as is, {accuracy_animal_blurred:.3f} with the animal "
-                      "blurred away, {accuracy_background_blurred:.3f} with the background blurred away".format(**context))
+                      "blurred away, {accuracy_background_blurred:.3f} with the background blurred away; balanced "
+                      "(chance 1 / classes): {balanced_accuracy_as_is:.3f}, {balanced_accuracy_animal_blurred:.3f}, "
+                      "{balanced_accuracy_background_blurred:.3f}".format(**context))
     write_csv(rows, out_dir / "map_report.csv")
     write_markdown(rows, out_dir / "map_report.md", header)
     write_picture(rows, out_dir / "map_report.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -136,3 +137,18 @@ def test_context_accuracy_blurs_away_the_animal_or_its_surroundings(tmp_path):
     animal = context_accuracy(_Reads(*inside), probe, torch.device("cpu"))
     assert animal["accuracy_as_is"] == animal["accuracy_background_blurred"] == 1.0
     assert animal["accuracy_animal_blurred"] < 1.0
+
+
+def test_balanced_accuracy_is_chance_for_a_model_that_answers_the_majority(tmp_path):
+    """Three cats to one dog: a model that answers "cat" to every photo is 75% accurate, and
+    balanced (the classes' recalls averaged) at chance; one that reads the animal is right either way."""
+    probe = load_probe(write_oxford_pets(tmp_path / "pets", size=128), 128)
+    keep = torch.cat([(probe.labels == 0).nonzero()[:3, 0], (probe.labels == 1).nonzero()[:1, 0]])
+    probe = dataclasses.replace(probe, paths=[probe.paths[i] for i in keep], images=probe.images[keep],
+                                labels=probe.labels[keep], masks=probe.masks[keep])
+    always_cat = context_accuracy(_Reads(0, 127), probe, torch.device("cpu"))  # the corner is grey: "cat"
+    assert always_cat["accuracy_as_is"] == always_cat["accuracy_animal_blurred"] == 0.75
+    assert always_cat["balanced_accuracy_as_is"] == always_cat["balanced_accuracy_animal_blurred"] == 0.5
+    inside = probe.masks.all(dim=0).nonzero().float().mean(dim=0).round().long().tolist()
+    animal = context_accuracy(_Reads(*inside), probe, torch.device("cpu"))
+    assert animal["balanced_accuracy_as_is"] == animal["balanced_accuracy_background_blurred"] == 1.0

@@ -40,15 +40,15 @@ class SimpleCNN(nn.Module):
             raise UserError(f"model.net.head={head!r} is not one of {HEADS}")
         if len(channels) != 3 or min(channels) < 1:
             raise UserError(f"model.net.channels={list(channels)} must be three positive widths, one per conv block")
+        c1, c2, c3 = (int(c) for c in channels)
         if len(classes) < 2:
             raise UserError(f"a classifier needs at least two classes, got {list(classes)}")
         self.image_size, self.head, self.classes = image_size, head, [str(c) for c in classes]
         # Plain numbers and strings that rebuild this network: saved in checkpoints, which then
         # load without unpickling any object (see checkpoint_load.py).
         self.config = dict(image_size=image_size, classes=self.classes, batch_norm=batch_norm, head=head,
-                           dropout=dropout, hidden=hidden, channels=[int(c) for c in channels], mean=list(mean), std=list(std))
+                           dropout=dropout, hidden=hidden, channels=[c1, c2, c3], mean=list(mean), std=list(std))
         self.input = ImageInput(mean, std)
-        c1, c2, c3 = (int(c) for c in channels)
         self.conv1 = nn.Conv2d(3, c1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
