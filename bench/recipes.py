@@ -55,6 +55,7 @@ RECIPES: dict[str, list[str]] = {
     "zoomout_mild": ["model.augment.scale=[0.75,1.15]"],  # the default zoom-in, and a little zoom-out
     "frame_swap": ["model.augment.frame_swap=0.5"],  # surroundings from another photo for half the images
     "frame_swap_mild": ["model.augment.frame_swap=0.25", "model.augment.frame_keep=[0.6,0.9]"],
+    "frame_swap_mid": ["model.augment.frame_swap=0.5", "model.augment.frame_keep=[0.6,0.9]"],  # half the images, the mild box
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).

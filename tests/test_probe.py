@@ -145,7 +145,8 @@ def test_balanced_accuracy_is_chance_for_a_model_that_answers_the_majority(tmp_p
     probe = load_probe(write_oxford_pets(tmp_path / "pets", size=128), 128)
     keep = torch.cat([(probe.labels == 0).nonzero()[:3, 0], (probe.labels == 1).nonzero()[:1, 0]])
     probe = dataclasses.replace(probe, paths=[probe.paths[i] for i in keep], images=probe.images[keep],
-                                labels=probe.labels[keep], masks=probe.masks[keep])
+                                labels=probe.labels[keep], masks=probe.masks[keep], animal_hits=probe.animal_hits[keep],
+                                head_hits=probe.head_hits[keep], has_head=probe.has_head[keep])
     always_cat = context_accuracy(_Reads(0, 127), probe, torch.device("cpu"))  # the corner is grey: "cat"
     assert always_cat["accuracy_as_is"] == always_cat["accuracy_animal_blurred"] == 0.75
     assert always_cat["balanced_accuracy_as_is"] == always_cat["balanced_accuracy_animal_blurred"] == 0.5

@@ -204,7 +204,7 @@ class DeviceAugment:
         """Outside a centred box, each chosen image takes the next image's pixels; its label stays.
 
         Kaggle's photos centre the animal, and a model trained on them also decides by the
-        surroundings (the maps issue: 62% balanced accuracy on Oxford photos with the animal blurred away).
+        surroundings (the maps issue: 61% balanced accuracy on Oxford photos with the animal blurred away).
         Surroundings borrowed from a random other photo, of either class, carry no label, so they
         stop paying; the box keeps 25-64% of the area by default, mostly the animal. Measured: the
         maps move onto the animal, at a cost in accuracy, so it is off by default (bench/RESULTS.md).
