@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=true", "model.augment.scale=[0.75,1.0]",
                "trainer.max_epochs=100"]
 _CPU30 = ["experiment=cpu", "trainer.max_epochs=30"]  # experiment=cpu's length until session 14
+_SWAP_MILD = ["model.augment.frame_swap=0.25", "model.augment.frame_keep=[0.6,0.9]"]  # the maps issue's milder swap
 _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging", "+callbacks.ema.decay=0.998"]
 RECIPES: dict[str, list[str]] = {
     "original_seed": ["experiment=seed"],
@@ -54,8 +55,8 @@ RECIPES: dict[str, list[str]] = {
     "zoomout_erase": ["model.augment.scale=[0.75,1.33]", "model.augment.erase=0.5"],
     "zoomout_mild": ["model.augment.scale=[0.75,1.15]"],  # the default zoom-in, and a little zoom-out
     "frame_swap": ["model.augment.frame_swap=0.5"],  # surroundings from another photo for half the images
-    "frame_swap_mild": ["model.augment.frame_swap=0.25", "model.augment.frame_keep=[0.6,0.9]"],
-    "frame_swap_mid": ["model.augment.frame_swap=0.5", "model.augment.frame_keep=[0.6,0.9]"],  # half the images, the mild box
+    "frame_swap_mild": _SWAP_MILD,
+    "frame_swap_mid": ["model.augment.frame_swap=0.5", _SWAP_MILD[1]],  # half the images, the mild box
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).
@@ -74,8 +75,7 @@ RECIPES: dict[str, list[str]] = {
     "cpu_96px_30": [*_CPU30, "model.mixup=0.2", "data.image_size=96"],
     "cpu_50": ["experiment=cpu", "model.mixup=0", "trainer.max_epochs=50"],  # experiment=cpu since session 14
     # The maps issue's milder surroundings swap inside it (free at 64 px on 3,200 photos; session 13).
-    "cpu_50_swap_mild": ["experiment=cpu", "model.mixup=0", "trainer.max_epochs=50", "model.augment.frame_swap=0.25",
-                         "model.augment.frame_keep=[0.6,0.9]"],
+    "cpu_50_swap_mild": ["experiment=cpu", "model.mixup=0", "trainer.max_epochs=50", *_SWAP_MILD],
     # experiment=cpu at 30 epochs under-fits: 91.6% training accuracy at its last epoch against 91.9% held out (seed 2).
     # Twice the conv blocks' widths: about 2.2x its time on the Zen 4.
     "cpu_wide": [*_CPU30, "model.net.channels=[64,128,256]"],
