@@ -31,8 +31,9 @@ def test_user_facing_override_names(tmp_path):
 
 
 def test_cpu_experiment_is_a_whole_recipe(tmp_path):
-    """experiment=cpu: the CPU preset, 80 px, no MixUp, flip TTA on the centre at the training zoom's mean,
-    and an EMA of the weights that train.py builds."""
+    """experiment=cpu: the CPU preset, 80 px, no MixUp, the mild surroundings swap in the model's
+    augmentation, flip TTA on the centre at the training zoom's mean, and an EMA of the weights that
+    train.py builds."""
     from lightning.pytorch.callbacks import WeightAveraging
 
     from train import build_callbacks
@@ -43,6 +44,7 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     model = instantiate(cfg.model)
     assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
     assert cfg.model.mixup == 0 and cfg.model.tta_flip is True
+    assert model.augment.frame_swap == 0.25 and model.augment.frame_keep == (0.6, 0.9)
     assert cfg.model.eval_zoom == sum(cfg.model.augment.scale) / 2 == 0.875
     x = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
     with torch.no_grad():
