@@ -10,5 +10,5 @@ PYTHON=${PYTHON:-python3}
 OUT=${BENCH_OUT:-bench/out/gpu}
 IMAGES=${IMAGES:-25000}
 EPOCHS=${EPOCHS:-40}
-"$PYTHON" bench/throughput.py --images "$IMAGES" --epochs "$EPOCHS" --original-steps 30 --ceiling-steps 100 --ceiling-repeats 3 --networks default \
+"$PYTHON" bench/throughput.py --images "$IMAGES" --epochs "$EPOCHS" --original-steps 30 --ceiling-steps 100 --ceiling-rounds 2 --ceiling-round-s 5 --networks default \
   ${OURS_LIMIT:+--ours-limit "$OURS_LIMIT"} --skip cache --out "$OUT" trainer=gpu "$@"

@@ -7,9 +7,12 @@
     from the run's TensorBoard log (`perf/train_images_per_s`, median of epochs after the first);
 (c) the bare compute ceiling: the same network and optimizer as (b) (as conf/ composes them), at
     the same precision and memory format, training on a few batches that already sit on the
-    device; the better of eager and compiled, each timed in several repeats after a warm-up,
-    half of them just before (b) and half just after it, so that their spread, the ceiling's
-    noise, includes how much the machine's speed drifted while (b) ran.
+    device; the better of eager and compiled, each timed in rounds of repeats after a warm-up,
+    half the rounds just before (b) and half just after it. Each round lasts a fixed time (30 s):
+    a small VM's speed wanders by +-10% over tens of seconds (bench/RESULTS.md, session 17), so
+    single repeats disagree however many steps they time, while half-minute rounds agree within a
+    few percent. The ceiling's noise is half the spread of its rounds' medians: how far two
+    independent estimates lie apart, drift across (b) included.
 
 (b) and (c) run twice: with the original network (`experiment=seed`'s model and precision on
 this machine), the like-with-like comparison with (a), and with the default recipe's network,
@@ -148,9 +151,9 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 class Ceiling:
     """(c) for one network: the network and optimizer ``cfg`` names, at the same precision and memory
     format as ours, training on a few batches already on the device, eager and compiled. Each variant
-    is built and warmed up once, then timed in rounds of repeats, so that the rounds can bracket ours
-    (half before it, half after): the host's speed changes over minutes (bench/RESULTS.md, session 7),
-    and bracketing puts that drift inside the ceiling's noise instead of between ours and its bound."""
+    is built and warmed up once, then timed in rounds, so that the rounds can bracket ours (half
+    before it, half after): the host's speed changes over minutes (bench/RESULTS.md, sessions 7 and
+    17), and bracketing puts that drift inside the ceiling's noise instead of between ours and its bound."""
 
     def __init__(self, cfg: DictConfig, size: int, batch: int, device, precision: str,
                  variants: tuple[bool, ...] = (False, True), warmup: int | None = None) -> None:
@@ -165,26 +168,32 @@ class Ceiling:
             name = "compiled" if compiled else "eager"
             self.runs[name], self.rounds[name] = (net, optimizer), []
 
-    def time(self, steps: int, repeats: int) -> None:
-        """One round: ``repeats`` timings of ``steps`` steps per variant, after one untimed step
-        (the caches are cold again after ours has run)."""
+    def time(self, steps: int, seconds: float, min_repeats: int = 2) -> None:
+        """One round per variant: timings of ``steps`` steps each, repeated for ``seconds`` (and at
+        least ``min_repeats`` times), after one untimed step (the caches are cold again after ours)."""
         for name, (net, optimizer) in self.runs.items():
             train_steps(net, optimizer, self.batches, self.device, self.dtype, 1, warmup=0)
-            self.rounds[name].append([train_steps(net, optimizer, self.batches, self.device, self.dtype, steps, warmup=0)
-                                      for _ in range(repeats)])
+            rates, start = [], time.perf_counter()
+            while len(rates) < min_repeats or time.perf_counter() - start < seconds:
+                rates.append(train_steps(net, optimizer, self.batches, self.device, self.dtype, steps, warmup=0))
+            self.rounds[name].append(rates)
 
     def result(self) -> dict:
         """images/s of the better variant (the median of all its repeats, every round together) and
-        its noise (half the spread of those repeats, relative to the median)."""
+        its noise: half the spread of its rounds' medians, relative to the median. The spread of
+        single repeats is kept too (``repeat_noise``): it measures the host's wander over seconds,
+        not how far the estimate would move in another run."""
         timings = {}
         for name, rounds in self.rounds.items():
             rates = [r for round_ in rounds for r in round_]
-            timings[name] = {"median": statistics.median(rates), "rates": rates,
-                             "round_medians": [statistics.median(r) for r in rounds]}
+            medians = [statistics.median(r) for r in rounds]
+            median = statistics.median(rates)
+            timings[name] = {"median": median, "rates": rates, "round_medians": medians,
+                             "noise": (max(medians) - min(medians)) / 2 / median,
+                             "repeat_noise": (max(rates) - min(rates)) / 2 / median}
         best = max(timings, key=lambda k: timings[k]["median"])
-        rates = timings[best]["rates"]
         return {"images_per_s": timings[best]["median"], "best": best, "variants": timings,
-                "noise": (max(rates) - min(rates)) / 2 / statistics.median(rates)}
+                "noise": timings[best]["noise"], "repeat_noise": timings[best]["repeat_noise"]}
 
 
 def verdict(ours: dict, ceiling: dict) -> dict:
@@ -266,7 +275,8 @@ def main() -> None:
     parser.add_argument("--original-steps", type=int, default=8)
     parser.add_argument("--original-workers", type=int, default=0)
     parser.add_argument("--ceiling-steps", type=int, default=3, help="timed steps per repeat of (c)")
-    parser.add_argument("--ceiling-repeats", type=int, default=5)
+    parser.add_argument("--ceiling-rounds", type=int, default=4, help="rounds of (c), half before (b) and half after; at least 2")
+    parser.add_argument("--ceiling-round-s", type=float, default=30.0, help="seconds of repeats per round and variant")
     parser.add_argument("--ceiling-variants", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--ours-limit", type=float, default=None, help="stop (b) after this many seconds, reporting its finished epochs")
@@ -274,6 +284,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["original", "ours", "ceiling", "cache", "memory"])
     parser.add_argument("overrides", nargs="*", help="extra overrides for (b) and (c), e.g. trainer.precision=32-true")
     args = parser.parse_args()
+    if args.ceiling_rounds < 2:
+        parser.error("--ceiling-rounds must be at least 2: the ceiling's noise is the spread of its rounds")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -300,9 +312,10 @@ def main() -> None:
         if "ceiling" not in args.skip:
             ceiling = Ceiling(cfg, args.size, args.batch, device, net["precision"],
                               tuple(v == "compiled" for v in args.ceiling_variants))
-            # Half the repeats before ours and half after it, when ours runs: see Ceiling.
-            before = args.ceiling_repeats if "ours" in args.skip else (args.ceiling_repeats + 1) // 2
-            ceiling.time(args.ceiling_steps, before)
+            # Half the rounds before ours and half after it, when ours runs: see Ceiling.
+            before = args.ceiling_rounds if "ours" in args.skip else (args.ceiling_rounds + 1) // 2
+            for _ in range(before):
+                ceiling.time(args.ceiling_steps, args.ceiling_round_s)
         if "ours" not in args.skip:
             # A cache of its own: the run's wall time includes building it, as a first run's does.
             net["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out,
@@ -310,12 +323,12 @@ def main() -> None:
             rate = net["ours"]["images_per_s"]
             print(f"(b) {name} ours: {rate:.1f} images/s" if rate else f"(b) {name}: no epoch finished within --ours-limit", flush=True)
         if ceiling:
-            if args.ceiling_repeats > before:
-                ceiling.time(args.ceiling_steps, args.ceiling_repeats - before)
+            for _ in range(args.ceiling_rounds - before):
+                ceiling.time(args.ceiling_steps, args.ceiling_round_s)
             net["ceiling"] = ceiling.result()
             del ceiling  # its networks and optimizer states, before the next network's
             print(f"(c) {name} ceiling: {net['ceiling']['images_per_s']:.1f} images/s ({net['ceiling']['best']}, "
-                  f"noise +-{100 * net['ceiling']['noise']:.1f}%; round medians "
+                  f"noise +-{100 * net['ceiling']['noise']:.1f}%, single repeats +-{100 * net['ceiling']['repeat_noise']:.1f}%; round medians "
                   f"{[round(m, 1) for m in net['ceiling']['variants'][net['ceiling']['best']]['round_medians']]})", flush=True)
         if net.get("ours", {}).get("images_per_s") and "ceiling" in net:
             net["verdict"] = verdict(net["ours"], net["ceiling"])
