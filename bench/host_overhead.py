@@ -50,7 +50,7 @@ from throughput import Ceiling, build_net, compose_config, read_scalars, residen
 
 def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
     ceiling = Ceiling(cfg, size, batch, device, precision, (compile_model,), warmup=10)
-    ceiling.time(steps, 1)
+    ceiling.time(steps, seconds=0, min_repeats=1)  # one timing of `steps` steps
     return 1000 * batch / ceiling.result()["images_per_s"]
 
 
