@@ -60,6 +60,10 @@ RECIPES: dict[str, list[str]] = {
     "frame_swap": ["model.augment.frame_swap=0.5"],  # surroundings from another photo for half the images
     "frame_swap_mild": _SWAP_MILD,
     "frame_swap_mid": ["model.augment.frame_swap=0.5", _SWAP_MILD[1]],  # half the images, the mild box
+    # A quarter of the images, each given the surroundings of an image of the other class: the
+    # surroundings then say as little of the label as frame_swap's half with random donors, with
+    # half the images altered (session 17).
+    "frame_swap_other": ["model.augment.frame_swap=0.25", "model.augment.frame_donor=other_class"],
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).

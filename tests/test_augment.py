@@ -178,3 +178,21 @@ def test_frame_swap_keeps_each_chosen_images_centre_and_takes_the_next_images_su
     ring = out[:, 0].clone()
     ring[:, 4:12, 4:12] = corner[:, :1, :1]  # the whole frame outside the box: one image's pixels
     assert (ring == corner[:, :1, :1]).all()
+
+
+def test_frame_swap_can_take_the_surroundings_from_an_image_of_the_other_class():
+    aug = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, frame_swap=1.0,
+                        frame_keep=(0.5, 0.5), frame_donor="other_class")
+    labels = torch.tensor([0, 0, 1, 0, 1, 1, 0, 0])  # runs of one class: "the next image" would often share it
+    n = len(labels)
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
+    out = (aug(images, torch.Generator().manual_seed(0), labels=labels) * 255).round().long()
+    assert torch.equal(out[:, 0, 8, 8], torch.arange(n))  # every image keeps its centre
+    donors = out[:, 0, 0, 0]
+    assert torch.equal(donors, torch.tensor([5, 5, 1, 2, 3, 3, 5, 5]))  # the nearest before it of the other class, cyclically
+    one_class = aug(images, torch.Generator().manual_seed(0), labels=torch.zeros(n, dtype=torch.long))
+    assert torch.equal((one_class[:, 0, 0, 0] * 255).round().long(), torch.arange(n).roll(1))  # else the one before
+    with pytest.raises(ValueError, match="needs the batch's labels"):
+        aug(images)
+    with pytest.raises(ValueError, match="frame_donor"):
+        DeviceAugment(frame_donor="same_class")

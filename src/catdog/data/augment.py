@@ -106,6 +106,18 @@ def centre_zoom(images: torch.Tensor, scale: float) -> torch.Tensor:
     return F.grid_sample(x, affine_grid(theta, *x.shape[-2:]), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _other_class_donors(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) index of each image's donor: the nearest image before it in the batch (cyclically, as
+    the plain swap's ``roll(1)``) whose label differs; the one just before where the whole batch is
+    one class. Batches are shuffled, so that is a random pick; a gather on the device, no host sync."""
+    n = labels.shape[0]
+    offsets = torch.arange(1, n, device=labels.device)  # (N-1,): how far back to look
+    behind = (torch.arange(n, device=labels.device)[:, None] - offsets) % n  # (N, N-1)
+    differs = labels[behind] != labels[:, None]
+    first = differs.int().argmax(dim=1)  # the nearest that differs; 0 (the one just before) if none does
+    return behind.gather(1, first[:, None]).squeeze(1)
+
+
 def _in_boxes(boxes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) bool: which pixel centres of each image of ``x`` lie in its box of ``boxes``
     ((N, 4): x0 y0 x1 y1 as fractions of the side, x0 and y0 included)."""
@@ -136,12 +148,16 @@ class DeviceAugment:
         erase_ratio: tuple[float, float] = (0.3, 3.3),
         frame_swap: float = 0.0,
         frame_keep: tuple[float, float] = (0.5, 0.8),
+        frame_donor: str = "any",
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
         self.jitter = (brightness, contrast, saturation)
         self.interpolation = interpolation
         self.erase, self.erase_area, self.erase_ratio = erase, tuple(erase_area), tuple(erase_ratio)
         self.frame_swap, self.frame_keep = frame_swap, tuple(frame_keep)
+        if frame_donor not in ("any", "other_class"):
+            raise ValueError(f"frame_donor must be 'any' or 'other_class', not {frame_donor!r}")
+        self.frame_donor = frame_donor
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -200,7 +216,7 @@ class DeviceAugment:
         ).to(x.dtype)
         return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode="zeros", align_corners=False)
 
-    def frame(self, x: torch.Tensor, p: Params) -> torch.Tensor:
+    def frame(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Outside a centred box, each chosen image takes the next image's pixels; its label stays.
 
         Kaggle's photos centre the animal, and a model trained on them also decides by the
@@ -208,10 +224,19 @@ class DeviceAugment:
         Surroundings borrowed from a random other photo, of either class, carry no label, so they
         stop paying; the box keeps 25-64% of the area by default, mostly the animal. Measured: the
         maps move onto the animal, at a cost in accuracy, so it is off by default (bench/RESULTS.md).
+        With ``frame_donor="other_class"`` the donor is an image of the other class: surroundings
+        that contradict the label, so a quarter of the images swapped leave the surroundings as
+        little to say as half of them with random donors.
         """
         if p.keep is None:
             return x
-        return torch.where(_in_boxes(p.keep, x), x, x.roll(1, dims=0))
+        if self.frame_donor == "any":
+            donors = x.roll(1, dims=0)
+        elif labels is None:
+            raise ValueError("frame_donor='other_class' needs the batch's labels: call the augmentation with labels=")
+        else:
+            donors = x[_other_class_donors(labels)]
+        return torch.where(_in_boxes(p.keep, x), x, donors)
 
     def colour(self, x: torch.Tensor, p: Params) -> torch.Tensor:
         """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
@@ -232,8 +257,9 @@ class DeviceAugment:
         noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         return torch.where(inside, noise, x)  # inside: (N, 1, H, W), broadcast over the channels
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]."""
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]; ``labels`` only for ``frame_donor="other_class"``."""
         x = images.float().div_(255.0)
         p = self.sample(x.shape[0], x.device, generator)
-        return self.erasing(self.colour(self.frame(self.geometry(x, p), p), p), p, generator)
+        return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)

@@ -94,7 +94,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, y = batch  # uint8 (B, 3, S, S) on the device
         self._seed_step(batch_idx)
-        x = self._augmented(images)
+        x = self._augmented(images, y)
         x, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
@@ -111,14 +111,14 @@ class Classifier(L.LightningModule):
         key = [self.seed, trainer.current_epoch, batch_idx] + ([trainer.global_rank] if trainer.world_size > 1 else [])
         _seed_generators(int(np.random.SeedSequence(key).generate_state(1)[0]), self.device)
 
-    def _augmented(self, images: torch.Tensor) -> torch.Tensor:
+    def _augmented(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self._train_augment is None:
             # Compiled, ~100 small operations per batch become a few fused kernels: on a GPU their
             # launches would otherwise take longer than the training step itself. Every batch has
             # the same shape (the ragged last one is dropped), so it compiles once.
             fn = self.augment.__call__
             self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
-        return self._train_augment(images)
+        return self._train_augment(images, labels=labels)
 
     # -- training metrics: summed on the device, logged sparingly ----------------------------
     # Not self.log and torchmetrics on every step: their bookkeeping costs more host time than a
