@@ -148,6 +148,11 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
 
 
+def half_spread(values: list[float], centre: float) -> float:
+    """The noise every figure here reports: half the spread of ``values``, relative to ``centre``."""
+    return (max(values) - min(values)) / 2 / centre
+
+
 class Ceiling:
     """(c) for one network: the network and optimizer ``cfg`` names, at the same precision and memory
     format as ours, training on a few batches already on the device, eager and compiled. Each variant
@@ -189,8 +194,7 @@ class Ceiling:
             medians = [statistics.median(r) for r in rounds]
             median = statistics.median(rates)
             timings[name] = {"median": median, "rates": rates, "round_medians": medians,
-                             "noise": (max(medians) - min(medians)) / 2 / median,
-                             "repeat_noise": (max(rates) - min(rates)) / 2 / median}
+                             "noise": half_spread(medians, median), "repeat_noise": half_spread(rates, median)}
         best = max(timings, key=lambda k: timings[k]["median"])
         return {"images_per_s": timings[best]["median"], "best": best, "variants": timings,
                 "noise": timings[best]["noise"], "repeat_noise": timings[best]["repeat_noise"]}
@@ -256,7 +260,7 @@ def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, c
     steady = rates[1:]
     return {"wall_s": wall, "epochs": epochs, "epochs_done": len(rates), "stopped_at_limit": stopped,
             "images_per_s": steady_rate(rates) if rates else None, "per_epoch": rates,
-            "noise": (max(steady) - min(steady)) / 2 / statistics.median(steady) if len(steady) > 1 else None,
+            "noise": half_spread(steady, statistics.median(steady)) if len(steady) > 1 else None,
             "peak_rss_gib": max(scalars.get("perf/peak_rss_gib", [float("nan")])),
             "final_val_acc": scalars.get("val/acc", [None])[-1]}
 

@@ -217,7 +217,8 @@ class DeviceAugment:
         return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode="zeros", align_corners=False)
 
     def frame(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Outside a centred box, each chosen image takes the next image's pixels; its label stays.
+        """Outside a centred box, each chosen image takes another image's pixels (by default the one
+        before it in the batch, cyclically); its label stays.
 
         Kaggle's photos centre the animal, and a model trained on them also decides by the
         surroundings (the maps issue: 61% balanced accuracy on Oxford photos with the animal blurred away).
