@@ -64,6 +64,9 @@ RECIPES: dict[str, list[str]] = {
     # surroundings then say as little of the label as frame_swap's half with random donors, with
     # half the images altered (session 17).
     "frame_swap_other": ["model.augment.frame_swap=0.25", "model.augment.frame_donor=other_class"],
+    # Saturation jitter down to grey (factors 0-2 instead of 0.8-1.2): less to learn from colour, which
+    # the Oxford sample's ruddy short-haired cats share with many dogs (session 18).
+    "saturation_full": ["model.augment.saturation=1.0"],
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).
