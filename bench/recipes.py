@@ -67,6 +67,10 @@ RECIPES: dict[str, list[str]] = {
     # Saturation jitter down to grey (factors 0-2 instead of 0.8-1.2): less to learn from colour, which
     # the Oxford sample's ruddy short-haired cats share with many dogs (session 18).
     "saturation_full": ["model.augment.saturation=1.0"],
+    # experiment=cpu's warmed-up EMA of the weights, at the time constant it has there (2 epochs: 100
+    # steps of 3,200 photos), validated and mapped: do smoother weights give maps on the animal (session 21)?
+    "ema_2ep": ["+callbacks.ema._target_=lightning.pytorch.callbacks.WeightAveraging",
+                "+callbacks.ema.avg_fn._target_=catdog.model.ema.warmed_up_ema", "+callbacks.ema.avg_fn.decay=0.99"],
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).

@@ -7,8 +7,9 @@
     from the run's TensorBoard log (`perf/train_images_per_s`, median of epochs after the first);
 (c) the bare compute ceiling: the same network and optimizer as (b) (as conf/ composes them), at
     the same precision and memory format, training on a few batches that already sit on the
-    device; the better of eager and compiled, each timed in rounds of repeats after a warm-up,
-    half the rounds just before (b) and half just after it. Each round lasts a fixed time (30 s):
+    device, its heap never trimmed (catdog/allocator.py's NEVER_TRIM); the better of eager and
+    compiled, each timed in rounds of repeats after a warm-up, half the rounds just before (b)
+    and half just after it. Each round lasts a fixed time (30 s):
     a small VM's speed wanders by +-10% over tens of seconds (bench/RESULTS.md, session 17), so
     single repeats disagree however many steps they time, while half-minute rounds agree within a
     few percent. The ceiling's noise is half the spread of its rounds' medians: how far two
@@ -49,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.allocator import keep_freed_memory  # noqa: E402
+from catdog.allocator import NEVER_TRIM, keep_freed_memory  # noqa: E402
 from catdog.resolvers import CONF_DIR, register_resolvers  # noqa: E402
 from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
@@ -229,9 +230,10 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[float]]
 
 
 def steady_rate(rates: list[float]) -> float:
-    """The median epoch after the first (which pays for warm-up and compilation)."""
-    rest = rates[1:] or rates
-    return sorted(rest)[len(rest) // 2]
+    """The median epoch after the first (which pays for warm-up and compilation). Of an even
+    count, the mean of the middle two: `make bench`'s two steady epochs would otherwise report
+    the faster one, against the ceiling's median (session 21)."""
+    return statistics.median(rates[1:] or rates)
 
 
 def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str],
@@ -308,8 +310,10 @@ def main() -> None:
     for name in args.networks:
         overrides = [*NETWORKS[name], *args.overrides]
         cfg = compose_config(overrides)  # precision and compile as train.py would resolve them, presets included
-        if cfg.get("keep_freed_memory"):  # the ceiling's heap as ours' (catdog/allocator.py); after (a), the original's
-            keep_freed_memory()
+        if cfg.get("keep_freed_memory"):  # after (a), the original's heap: (c)'s keeps what it frees, as ours'
+            # does, and never trims even a top over 2 GiB: a bound may use what ours cannot yet afford
+            # over a whole run (catdog/allocator.py), and at 224 px it is 1.26x faster (RESULTS, session 20).
+            keep_freed_memory(NEVER_TRIM)
         net = result[name] = {"precision": str(cfg.trainer.precision), "compile": bool(cfg.model.compile),
                               "batch_norm": bool(cfg.model.net.batch_norm)}
         ceiling = None

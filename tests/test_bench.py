@@ -107,6 +107,16 @@ def test_the_ceilings_noise_is_the_spread_of_its_rounds_not_of_single_repeats():
     assert ceiling.result()["noise"] == pytest.approx((106.0 - 100.0) / 2 / 105.0)
 
 
+def test_ours_steady_rate_is_the_median_of_the_epochs_after_the_first():
+    """Not the faster of two: the ceiling it is set against is a median too."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from throughput import steady_rate
+
+    assert steady_rate([5.0, 18.0, 21.0]) == 19.5
+    assert steady_rate([5.0, 18.0, 30.0, 21.0]) == 21.0
+    assert steady_rate([7.0]) == 7.0  # one epoch: all there is
+
+
 def test_a_run_faster_than_its_ceiling_beyond_the_noise_is_flagged_not_shared():
     sys.path.insert(0, str(ROOT / "bench"))
     from throughput import verdict

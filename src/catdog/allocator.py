@@ -8,6 +8,13 @@ same pages. The price is memory: freed blocks stay resident, and where small obj
 between them a step may not fit in the gaps at first, so the heap grows for a few steps before
 it settles (a bare 96 px step's peak: 1.71 GiB instead of 1.33). Linux with glibc only;
 elsewhere nothing changes.
+
+"Never trimmed" holds while the free top of the heap stays under the trim threshold, 2 GiB by
+default: a 224 px step of the default network frees more than that at once, so glibc still hands
+it back and faults it in again (up to 1.9 GB a step on the EPYC, bench/RESULTS.md, session 20).
+NEVER_TRIM closes that too; its heap then grows now and then by an aligned block (0.2-0.4 GiB
+over a few hundred 224 px steps), which bench/throughput.py's ceiling can afford for minutes but
+train.py has not been shown to afford over a whole run, so train.py keeps the bounded default.
 """
 
 from __future__ import annotations
@@ -16,14 +23,17 @@ import ctypes
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+BOUNDED_TRIM = 2**31 - 1  # trim only a free top of 2 GiB or more
+NEVER_TRIM = -1  # glibc reads the threshold as an unsigned size: -1 is the largest
 
 
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to serve large blocks from the heap and never trim it; whether it took."""
+def keep_freed_memory(trim_threshold: int = BOUNDED_TRIM) -> bool:
+    """Tell glibc's malloc to serve large blocks from the heap and trim its top only above
+    `trim_threshold` bytes; whether it took."""
     if not sys.platform.startswith("linux"):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # absent from musl
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
