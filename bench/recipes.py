@@ -71,6 +71,9 @@ RECIPES: dict[str, list[str]] = {
     # steps of 3,200 photos), validated and mapped: do smoother weights give maps on the animal (session 21)?
     "ema_2ep": ["+callbacks.ema._target_=lightning.pytorch.callbacks.WeightAveraging",
                 "+callbacks.ema.avg_fn._target_=catdog.model.ema.warmed_up_ema", "+callbacks.ema.avg_fn.decay=0.99"],
+    # Twice the conv widths with the strong swap: the swap's maps at the default's accuracy, if the
+    # extra capacity buys back on the animal what the swap takes from the surroundings (session 21)?
+    "wide_swap": ["model.net.channels=[64,128,256]", "model.augment.frame_swap=0.5"],
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).
