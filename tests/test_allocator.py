@@ -11,38 +11,36 @@ import sys
 
 import pytest
 
-PROGRAM = """
+STEPS, TAIL = 40, 10
+PROGRAM = f"""
 import json, resource, sys, torch
 from catdog.allocator import keep_freed_memory
-mode, size, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-if mode == "keep":
+if sys.argv[1] == "keep":
     assert keep_freed_memory()
-def faults():  # one step writes and frees `size` bytes
+def faults():  # one step writes and frees 64 MiB: above glibc's 32 MiB limit for the heap
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(size, dtype=torch.uint8)
+    torch.ones(64 << 20, dtype=torch.uint8)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps([faults() for _ in range(steps)]))
+print(json.dumps([faults() for _ in range({STEPS})]))
 """
+PAGES = (64 << 20) // 4096  # a step's pages (4 KiB)
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings: Linux only")
 
 
-def per_step_faults(mode: str, size: int, steps: int, program: str = PROGRAM) -> list[int]:
-    proc = subprocess.run([sys.executable, "-c", program, mode, str(size), str(steps)],
-                          capture_output=True, text=True, timeout=300)
+def per_step_faults(program: str, *args: str) -> list[int]:
+    proc = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
 
 @linux_only
 def test_a_freed_large_block_is_reused_without_page_faults():
-    # 64 MiB: above glibc's 32 MiB limit for the heap. With keep, the heap grows while small objects
-    # land between the big blocks (up to 9 steps on the EPYC, varying from run to run, with stray
-    # fault-free steps among them), then it holds free blocks for the step and stays there: so judge
-    # only the last steps, every one of them.
-    size, pages, tail = 64 << 20, (64 << 20) // 4096, 10
-    default, keep = per_step_faults("default", size, 40), per_step_faults("keep", size, 40)
-    assert min(default[-tail:]) >= pages // 2, default
-    assert max(keep[-tail:]) < pages // 16, keep
+    # With keep, the heap grows while small objects land between the big blocks (up to 9 steps on
+    # the EPYC, varying from run to run, with stray fault-free steps among them), then it holds
+    # free blocks for the step and stays there: so judge only the last steps, every one of them.
+    default, keep = per_step_faults(PROGRAM, "default"), per_step_faults(PROGRAM, "keep")
+    assert min(default[-TAIL:]) >= PAGES // 2, default
+    assert max(keep[-TAIL:]) < PAGES // 16, keep
 
 
 NEVER_TRIM_PROGRAM = """
@@ -68,6 +66,6 @@ def test_never_trim_keeps_a_freed_top_above_two_gib():
     # default hands it back every step, NEVER_TRIM keeps it for the next (bench/RESULTS.md, session 20).
     size = (2 << 30) + (64 << 20)
     pages = size // 4096
-    bounded, never = (per_step_faults(mode, size, 3, NEVER_TRIM_PROGRAM) for mode in ("keep", "never"))
+    bounded, never = (per_step_faults(NEVER_TRIM_PROGRAM, mode, str(size), "3") for mode in ("keep", "never"))
     assert min(bounded[1:]) >= pages // 2, bounded
     assert max(never[1:]) < pages // 16, never
