@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.allocator import keep_freed_memory  # noqa: E402
+from catdog.allocator import apply_keep_freed_memory  # noqa: E402
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
 from throughput import Ceiling, build_net, compose_config, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
@@ -176,8 +176,7 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = compose_config(args.overrides)  # precision and compile as train.py would resolve them, presets included
-    if cfg.get("keep_freed_memory"):  # every loop with the heap train.py gives ours (catdog/allocator.py)
-        keep_freed_memory()
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # every loop with the heap train.py gives ours (catdog/allocator.py)
     precision, compile_model = str(cfg.trainer.precision), bool(cfg.model.compile)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "size": args.size,
               "batch": args.batch, "precision": precision, "compile": compile_model, "overrides": args.overrides}

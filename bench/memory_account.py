@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from throughput import autocast_dtype, build_net, compose_config, resident_batch  # noqa: E402
-from catdog.allocator import keep_freed_memory  # noqa: E402  (src/ is on the path: throughput put it there)
+from catdog.allocator import apply_keep_freed_memory  # noqa: E402  (src/ is on the path: throughput put it there)
 
 GIB = 2**30
 
@@ -68,8 +68,7 @@ def saved_activation_bytes(net: torch.nn.Module, x: torch.Tensor, dtype: torch.d
 def account(overrides: list[str], size: int, batch: int, steps: int) -> dict:
     base = rss_now()
     cfg = compose_config(overrides)
-    if cfg.get("keep_freed_memory"):  # as train.py: the heap keeps what a step frees (catdog/allocator.py)
-        keep_freed_memory()
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # as train.py: the heap keeps what a step frees (catdog/allocator.py)
     dtype = autocast_dtype(str(cfg.trainer.precision))
     device = torch.device("cpu")
     net = build_net(cfg, size, False, device)

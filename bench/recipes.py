@@ -74,6 +74,7 @@ RECIPES: dict[str, list[str]] = {
     # Twice the conv widths with the strong swap: the swap's maps at the default's accuracy, if the
     # extra capacity buys back on the animal what the swap takes from the surroundings (session 21)?
     "wide_swap": ["model.net.channels=[64,128,256]", "model.augment.frame_swap=0.5"],
+    "wide": ["model.net.channels=[64,128,256]"],  # the width alone: does it cost Kaggle accuracy at 3,200 photos (session 22)?
     "res96": ["data.image_size=96"],  # more pixels per animal (pass no other data.image_size after it)
     # The maps issue's model (64 px, 40 epochs) with global average pooling before the classifier instead of
     # flatten -> fc1: class evidence the same wherever it is, as in CAM (Zhou et al., 2016).

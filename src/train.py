@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from catdog.allocator import keep_freed_memory
+from catdog.allocator import apply_keep_freed_memory
 from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
@@ -100,8 +100,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     check_data_root(cfg.data.get("root"))
     check_last_epoch_validated(cfg.trainer.get("max_epochs"), cfg.trainer.get("check_val_every_n_epoch"))
-    if cfg.get("keep_freed_memory"):  # before the first batch: from then on each step reuses the last one's pages
-        keep_freed_memory()
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch: each step then reuses the last one's pages
     L.seed_everything(cfg.seed, workers=True)
     job = sweep_job()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.paths.output_dir, job)

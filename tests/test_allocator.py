@@ -11,6 +11,10 @@ import sys
 
 import pytest
 
+from catdog import allocator
+from catdog.allocator import BOUNDED_TRIM, NEVER_TRIM
+from catdog.errors import UserError
+
 STEPS, TAIL = 40, 10
 PROGRAM = f"""
 import json, resource, sys, torch
@@ -69,3 +73,17 @@ def test_never_trim_keeps_a_freed_top_above_two_gib():
     bounded, never = (per_step_faults(NEVER_TRIM_PROGRAM, mode, str(size), "3") for mode in ("keep", "never"))
     assert min(bounded[1:]) >= pages // 2, bounded
     assert max(never[1:]) < pages // 16, never
+
+
+@pytest.mark.parametrize("setting, threshold", [(True, BOUNDED_TRIM), ("never", NEVER_TRIM), (False, None), (None, None)])
+def test_the_config_setting_picks_the_trim_threshold(monkeypatch, setting, threshold):
+    # conf/train.yaml's keep_freed_memory: true trims a freed top above 2 GiB, never never does, false leaves glibc alone
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda trim_threshold: calls.append(trim_threshold) or True)
+    assert allocator.apply_keep_freed_memory(setting) is (threshold is not None)
+    assert calls == ([threshold] if threshold is not None else [])
+
+
+def test_an_unknown_setting_is_a_user_error():
+    with pytest.raises(UserError, match="keep_freed_memory=sometimes: use true"):
+        allocator.apply_keep_freed_memory("sometimes")

@@ -78,8 +78,9 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         (["ckpt_path=/no/such.ckpt", "data.root=."], "does not exist"),
         # experiment=cpu validates every 5 epochs: a shorter run would end unvalidated, with no best checkpoint
         (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
+        (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use true"),
     ],
-    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated"],
+    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting"],
 )
 def test_user_errors_exit_with_one_line(tmp_path, args, message):
     proc = run_cli("train", *args, f"paths.output_root={tmp_path}", "~logger")

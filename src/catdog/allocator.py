@@ -10,17 +10,21 @@ it settles (a bare 96 px step's peak: 1.71 GiB instead of 1.33). Linux with glib
 elsewhere nothing changes.
 
 "Never trimmed" holds while the free top of the heap stays under the trim threshold, 2 GiB by
-default: a 224 px step of the default network frees more than that at once, so glibc still hands
-it back and faults it in again (up to 1.9 GB a step on the EPYC, bench/RESULTS.md, session 20).
-NEVER_TRIM closes that too; its heap then grows now and then by an aligned block (0.2-0.4 GiB
-over a few hundred 224 px steps), which bench/throughput.py's ceiling can afford for minutes but
-train.py has not been shown to afford over a whole run, so train.py keeps the bounded default.
+default (`keep_freed_memory: true`): a 224 px step of the default network frees more than that at
+once, so glibc still hands it back now and then and faults it in again (train.py at 224 px on the EPYC:
+about 140,000 page faults a step, 8% of its CPU in the kernel; bench/RESULTS.md, session 22). NEVER_TRIM
+(`keep_freed_memory: never`) closes that too; its heap grows by an aligned block now and then
+before it settles (8 epochs at 224 px: 5.3-5.4 GiB from the second epoch on, against the bounded
+default's 4.8 GiB peak). The default stays bounded: the gain is within the host's run-to-run noise,
+the extra memory is not.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+from catdog.errors import UserError
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
 BOUNDED_TRIM = 2**31 - 1  # trim only a free top of 2 GiB or more
@@ -37,3 +41,15 @@ def keep_freed_memory(trim_threshold: int = BOUNDED_TRIM) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
+
+SETTINGS = {True: BOUNDED_TRIM, "never": NEVER_TRIM}  # conf/train.yaml's keep_freed_memory; false: glibc's own
+
+
+def apply_keep_freed_memory(setting: bool | str | None) -> bool:
+    """conf/train.yaml's `keep_freed_memory` (true, "never" or false) put into effect; whether it took."""
+    if setting is False or setting is None:
+        return False
+    if setting not in SETTINGS:
+        raise UserError(f"keep_freed_memory={setting}: use true (trim a freed top above 2 GiB), never, or false (glibc's default)")
+    return keep_freed_memory(SETTINGS[setting])
