@@ -7,7 +7,7 @@
     from the run's TensorBoard log (`perf/train_images_per_s`, median of epochs after the first);
 (c) the bare compute ceiling: the same network and optimizer as (b) (as conf/ composes them), at
     the same precision and memory format, training on a few batches that already sit on the
-    device, its heap never trimmed (catdog/allocator.py's NEVER_TRIM); the better of eager and
+    device, with ours' heap setting (`keep_freed_memory`, catdog/allocator.py); the better of eager and
     compiled, each timed in rounds of repeats after a warm-up, half the rounds just before (b)
     and half just after it. Each round lasts a fixed time (30 s):
     a small VM's speed wanders by +-10% over tens of seconds (bench/RESULTS.md, session 17), so
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from catdog.allocator import NEVER_TRIM, keep_freed_memory  # noqa: E402
+from catdog.allocator import apply_keep_freed_memory  # noqa: E402
 from catdog.resolvers import CONF_DIR, register_resolvers  # noqa: E402
 from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from catdog.data.cache import decode_all  # noqa: E402
@@ -310,10 +310,7 @@ def main() -> None:
     for name in args.networks:
         overrides = [*NETWORKS[name], *args.overrides]
         cfg = compose_config(overrides)  # precision and compile as train.py would resolve them, presets included
-        if cfg.get("keep_freed_memory"):  # after (a), the original's heap: (c)'s keeps what it frees, as ours'
-            # does, and never trims even a top over 2 GiB: a bound may use what ours cannot yet afford
-            # over a whole run (catdog/allocator.py), and at 224 px it is 1.26x faster (RESULTS, session 20).
-            keep_freed_memory(NEVER_TRIM)
+        apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # after (a), the original's heap: (c)'s is ours'
         net = result[name] = {"precision": str(cfg.trainer.precision), "compile": bool(cfg.model.compile),
                               "batch_norm": bool(cfg.model.net.batch_norm)}
         ceiling = None

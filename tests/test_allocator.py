@@ -1,7 +1,7 @@
 """train.py keeps the memory a step frees (catdog/allocator.py): a large block freed and taken
 again costs no new page faults once the heap has settled, where glibc's default unmaps it and
-faults every page back in, step after step. And the ceiling's setting (bench/throughput.py),
-NEVER_TRIM, keeps even a freed top above the 2 GiB that train.py's bounded default trims."""
+faults every page back in, step after step. And its default, NEVER_TRIM (`keep_freed_memory:
+never`), keeps even a freed top above the 2 GiB that `keep_freed_memory: true` trims."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ print(json.dumps([faults(int(sys.argv[2])) for _ in range(int(sys.argv[3]))]))
 @pytest.mark.slow  # about 10 s: it writes 2 GiB six times
 def test_never_trim_keeps_a_freed_top_above_two_gib():
     # A bare 224 px step of the default network frees more than 2 GiB at the heap's top: the bounded
-    # default hands it back every step, NEVER_TRIM keeps it for the next (bench/RESULTS.md, session 20).
+    # threshold hands it back every step, NEVER_TRIM keeps it for the next (bench/RESULTS.md, session 20).
     size = (2 << 30) + (64 << 20)
     pages = size // 4096
     bounded, never = (per_step_faults(NEVER_TRIM_PROGRAM, mode, str(size), "3") for mode in ("keep", "never"))
@@ -84,6 +84,7 @@ def test_the_config_setting_picks_the_trim_threshold(monkeypatch, setting, thres
     assert calls == ([threshold] if threshold is not None else [])
 
 
-def test_an_unknown_setting_is_a_user_error():
-    with pytest.raises(UserError, match="keep_freed_memory=sometimes: use true"):
-        allocator.apply_keep_freed_memory("sometimes")
+@pytest.mark.parametrize("setting", ["sometimes", [1]])
+def test_an_unknown_setting_is_a_user_error(setting):
+    with pytest.raises(UserError, match=r"keep_freed_memory=.*: use never"):
+        allocator.apply_keep_freed_memory(setting)

@@ -78,7 +78,7 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         (["ckpt_path=/no/such.ckpt", "data.root=."], "does not exist"),
         # experiment=cpu validates every 5 epochs: a shorter run would end unvalidated, with no best checkpoint
         (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
-        (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use true"),
+        (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use never"),
     ],
     ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting"],
 )

@@ -9,14 +9,14 @@ between them a step may not fit in the gaps at first, so the heap grows for a fe
 it settles (a bare 96 px step's peak: 1.71 GiB instead of 1.33). Linux with glibc only;
 elsewhere nothing changes.
 
-"Never trimmed" holds while the free top of the heap stays under the trim threshold, 2 GiB by
-default (`keep_freed_memory: true`): a 224 px step of the default network frees more than that at
-once, so glibc still hands it back now and then and faults it in again (train.py at 224 px on the EPYC:
-about 140,000 page faults a step, 8% of its CPU in the kernel; bench/RESULTS.md, session 22). NEVER_TRIM
-(`keep_freed_memory: never`) closes that too; its heap grows by an aligned block now and then
-before it settles (8 epochs at 224 px: 5.3-5.4 GiB from the second epoch on, against the bounded
-default's 4.8 GiB peak). The default stays bounded: the gain is within the host's run-to-run noise,
-the extra memory is not.
+`keep_freed_memory: true` still trims a free top of the heap above 2 GiB (BOUNDED_TRIM): a 224 px
+step of the default network frees more than that at once, so glibc hands it back now and then and
+faults it in again (train.py at 224 px on the EPYC: 2.4-19 million page faults in two epochs, 2.5-10%
+of its CPU in the kernel; bench/RESULTS.md, session 22). NEVER_TRIM (`never`, the default) closes
+that too (0.3-0.6% in the kernel) at the same peak memory (5.4-6.1 GiB against 4.8-6.6 bounded):
+its heap holds its peak where the bounded one falls and climbs back. It grows by an aligned block
+now and then before it settles (8 epochs at 224 px: 5.34 GiB from the first epoch on, 5.41 at the
+end); a whole 40-epoch run at that size is not yet measured.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def keep_freed_memory(trim_threshold: int = BOUNDED_TRIM) -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
 
 
-SETTINGS = {True: BOUNDED_TRIM, "never": NEVER_TRIM}  # conf/train.yaml's keep_freed_memory; false: glibc's own
+SETTINGS = {"never": NEVER_TRIM, True: BOUNDED_TRIM}  # conf/train.yaml's keep_freed_memory; false: glibc's own
 
 
 def apply_keep_freed_memory(setting: bool | str | None) -> bool:
     """conf/train.yaml's `keep_freed_memory` (true, "never" or false) put into effect; whether it took."""
     if setting is False or setting is None:
         return False
-    if setting not in SETTINGS:
-        raise UserError(f"keep_freed_memory={setting}: use true (trim a freed top above 2 GiB), never, or false (glibc's default)")
+    if not isinstance(setting, (bool, str)) or setting not in SETTINGS:
+        raise UserError(f"keep_freed_memory={setting}: use never (the default), true (trim a freed top above 2 GiB) or false (glibc's default)")
     return keep_freed_memory(SETTINGS[setting])
