@@ -18,9 +18,9 @@ from catdog.errors import UserError
 STEPS, TAIL = 40, 10
 PROGRAM = f"""
 import json, resource, sys, torch
-from catdog.allocator import keep_freed_memory
+from catdog.allocator import BOUNDED_TRIM, keep_freed_memory
 if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+    assert keep_freed_memory(BOUNDED_TRIM)
 def faults():  # one step writes and frees 64 MiB: above glibc's 32 MiB limit for the heap
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(64 << 20, dtype=torch.uint8)
@@ -49,8 +49,8 @@ def test_a_freed_large_block_is_reused_without_page_faults():
 
 NEVER_TRIM_PROGRAM = """
 import ctypes, json, resource, sys
-from catdog.allocator import NEVER_TRIM, keep_freed_memory
-assert keep_freed_memory(NEVER_TRIM) if sys.argv[1] == "never" else keep_freed_memory()
+from catdog.allocator import BOUNDED_TRIM, NEVER_TRIM, keep_freed_memory
+assert keep_freed_memory(NEVER_TRIM if sys.argv[1] == "never" else BOUNDED_TRIM)
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
 def faults(size):  # malloc itself, not torch: torch's aligned blocks need a little more than they freed

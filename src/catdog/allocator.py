@@ -31,7 +31,7 @@ BOUNDED_TRIM = 2**31 - 1  # trim only a free top of 2 GiB or more
 NEVER_TRIM = -1  # glibc reads the threshold as an unsigned size: -1 is the largest
 
 
-def keep_freed_memory(trim_threshold: int = BOUNDED_TRIM) -> bool:
+def keep_freed_memory(trim_threshold: int) -> bool:
     """Tell glibc's malloc to serve large blocks from the heap and trim its top only above
     `trim_threshold` bytes; whether it took."""
     if not sys.platform.startswith("linux"):
