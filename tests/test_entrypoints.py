@@ -124,6 +124,34 @@ def test_eval_on_class_folders_maps_classes_and_skips_bad_files(tmp_path, traine
     np.testing.assert_allclose([got[str(p)] for p in paths], ref, atol=1e-5)
 
 
+def test_the_commands_run_their_network_on_the_device_they_picked(trained, monkeypatch):
+    """eval.py, predict.py, cam.py and map_report.py load the network on the CPU and hand it to
+    run_network with the device they chose; on a GPU it failed with "two devices" until
+    run_network moved the network there (session 24)."""
+    from catdog.inference import run_network
+
+    net, moved_to = trained["net"], []
+    to = net.to
+    monkeypatch.setattr(net, "to", lambda device: moved_to.append(device) or to(device))
+    x = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    (out,) = run_network(net, [x], torch.device("cpu"))
+    assert moved_to == [torch.device("cpu")] and out.log_probs.shape == (2, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_eval_on_a_gpu_scores_as_on_the_cpu(tmp_path, trained):
+    metrics = {}
+    for device in ("cpu", "cuda"):
+        proc = run_cli("eval", f"ckpt_path={trained['ckpt']}", f"data.root={trained['root']}",
+                       f"paths.output_root={tmp_path / device}", f"device={device}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (run,) = (tmp_path / device / "eval").iterdir()
+        metrics[device] = json.loads((run / "metrics.json").read_text())
+    assert metrics["cuda"]["device"].startswith("cuda")
+    assert metrics["cuda"]["test/loss"] == pytest.approx(metrics["cpu"]["test/loss"], abs=0.02)  # bf16 autocast on the GPU
+
+
 def test_bare_original_state_dict_works_with_eval(tmp_path, class_folders):
     from eval import evaluate
 

@@ -171,6 +171,8 @@ def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: t
     maps the log-probabilities come from the same forward pass, of the whole image, without
     ``tta_flip`` or ``eval_zoom``."""
     start = 0
+    # A command loads its network on the CPU; the callbacks hand over one already there (a no-op).
+    net.to(device)
     with eager(net), evaluating(net):
         for batch in batches:
             x = batch.to(device, non_blocking=True)
