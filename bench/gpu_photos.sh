@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 14's 224 px runs on one lent GPU (session 24, an H200), where the 20,000 photos (160 MB)
+# cannot travel in one device call (64 MiB): they go as three tars in .gpu/ (git-ignored), one per
+# call, on one warm machine; each call unpacks its tar into /tmp/d20k, which the machine keeps
+# while it stays warm (30 s between calls). Make the tars and the hydra wheels (in .whl/) first:
+#   tar -cf .gpu/d20k_0.tar -C ../shared/data/dogs-vs-cats-200px/train-20k -T list0   # ~55 MB each
+# then, with each call carrying [.whl, bench/..., .gpu/d20k_N.tar]:
+#   STEP=none bash bench/gpu_photos.sh      # unpack only: send the first tars back to back, quickly
+#   STEP=small bash bench/gpu_photos.sh     # the small-data command at 224 px on cat/dog.0-1999, 3 seeds at once
+#   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once;
+#                                           # then each last.ckpt scored on the held-out 4,000 at eval_zoom 1 and 0.875
+# Results (each run's metrics.csv, the recipes' JSON lines, the logs) come back in $OUT/results_STEP.tgz.
+# LIMIT (s) bounds the training; the runs' metrics.csv still come back when it ends them.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+W=/tmp/gpu_photos
+mkdir -p $W /tmp/d20k
+if [ ! -d /tmp/site/hydra ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+fi
+export PYTHONPATH=/tmp/site:$PWD/src
+for t in .gpu/*.tar; do [ -f "$t" ] && tar -xf "$t" -C /tmp/d20k && rm -f "$t" && echo "unpacked $t"; done
+echo "photos in /tmp/d20k: $(ls /tmp/d20k | wc -l)"
+nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+python3 -c "import torch, lightning; print(torch.__version__, lightning.__version__)"
+COMMON=(trainer=gpu logger=many callbacks.model_checkpoint=null)
+
+pack() {  # metrics.csv of each run, the recipes' JSON lines and logs, flat enough to come back
+  (cd $W && find . \( -name metrics.csv -o -name 'recipes*.json*' -o -name '*.log' -o -name 'metrics.json' -o -name result.json \) \
+     -not -path '*/cache/*' -print0 | tar -czf "$OUT/results_$STEP.tgz" --null -T -) 2>/dev/null
+  ls -la "$OUT"
+  python3 - "$W" <<'PY'
+import csv, glob, sys
+for f in sorted(glob.glob(sys.argv[1] + "/*/*/csv/metrics.csv")):
+    rows = list(csv.DictReader(open(f)))
+    last = lambda k: next((r[k] for r in reversed(rows) if r.get(k)), None)
+    print(f.split("/")[-3], "epoch", last("epoch"), "ips", last("perf/train_images_per_s"),
+          "val/acc", last("val/acc"), "val/loss", last("val/loss"))
+PY
+}
+
+case $STEP in
+  small)
+    mkdir -p /tmp/d4k
+    ln -sf /tmp/d20k/{cat,dog}.{0..1999}.jpg /tmp/d4k/
+    echo "photos in /tmp/d4k: $(ls /tmp/d4k | wc -l)"
+    timeout "${LIMIT:-200}" python3 bench/recipes.py --data /tmp/d4k --out $W/small224 --parallel 3 \
+      --jobs cpu_150_mixup:0 cpu_150_mixup:1 cpu_150_mixup:2 -- "${COMMON[@]}" data.image_size=224 \
+      callbacks.last_checkpoint=null +trainer.enable_checkpointing=false 2>&1 | tee $W/small224.log
+    pack ;;
+  none) ;;
+  full)
+    [ "$(ls /tmp/d20k | wc -l)" = 20000 ] || { echo "not all 20,000 photos are here"; exit 4; }
+    timeout "${LIMIT:-330}" python3 bench/recipes.py --data /tmp/d20k --out $W/full224 --parallel 3 \
+      --jobs defaults:0 defaults:1 defaults:2 -- "${COMMON[@]}" trainer.max_epochs=40 2>&1 | tee $W/full224.log
+    python3 bench/val_split.py --data /tmp/d20k --size 224 --cache-dir $W/full224/cache --out /tmp/val20k 2>&1 | tail -2
+    for s in 0 1 2; do for z in 1.0 0.875; do
+      ck=$W/full224/defaults_seed$s/checkpoints/last.ckpt
+      [ -f $ck ] && (timeout 90 python3 src/eval.py ckpt_path=$ck data.root=/tmp/val20k data.cache_dir=$W/evalcache \
+        eval_zoom=$z hydra.run.dir=$W/eval/s${s}_z$z > $W/eval_s${s}_z$z.log 2>&1) &
+    done; done; wait
+    tail -n 4 $W/eval_*.log
+    pack ;;
+esac
