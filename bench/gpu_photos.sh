@@ -3,8 +3,10 @@
 # cannot travel in one device call (64 MiB): they go as three tars in .gpu/ (git-ignored), one per
 # call, on one warm machine; each call unpacks its tar into /tmp/d20k, which the machine keeps
 # while it stays warm (30 s between calls). Make the tars and the hydra wheels (in .whl/) first:
-#   tar -cf .gpu/d20k_0.tar -C ../shared/data/dogs-vs-cats-200px/train-20k -T list0   # ~55 MB each
-# then, with each call carrying [.whl, bench/..., .gpu/d20k_N.tar]:
+#   tar -cf .gpu/d20k_N.tar -C ../shared/data/dogs-vs-cats-200px/train-20k -T listN
+# where list0 names cat.0-1999 and dog.0-1999 (the small step's photos) and list0-2 together all
+# 20,000 files, each list under ~55 MB of JPEGs (the headers and the working tree fill the rest of
+# a call's 64 MiB). Then, with each call carrying [.whl, .gpu/d20k_N.tar] (the tree travels anyway):
 #   STEP=none bash bench/gpu_photos.sh      # unpack only: send the first tars back to back, quickly
 #   STEP=small bash bench/gpu_photos.sh     # the small-data command at 224 px on cat/dog.0-1999, 3 seeds at once
 #   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once;
