@@ -9,8 +9,10 @@
 # a call's 64 MiB). Then, with each call carrying [.whl, .gpu/d20k_N.tar] (the tree travels anyway):
 #   STEP=none bash bench/gpu_photos.sh      # unpack only: send the first tars back to back, quickly
 #   STEP=small bash bench/gpu_photos.sh     # the small-data command at 224 px on cat/dog.0-1999, 3 seeds at once
-#   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once;
+#   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once
+#                                           # (JOBS="recipe:seed ...": bench/recipes.py's recipes instead, all at once);
 #                                           # then each last.ckpt scored on the held-out 4,000 at eval_zoom 1 and 0.875
+#   TEST=1 ...                              # first the GPU-marked tests (pytest -m gpu), 90 s at most
 # Results (each run's metrics.csv, the recipes' JSON lines, the logs) come back in $OUT/results_STEP.tgz.
 # LIMIT (s) bounds the training; the runs' metrics.csv still come back when it ends them.
 set -uo pipefail
@@ -26,6 +28,9 @@ echo "photos in /tmp/d20k: $(ls /tmp/d20k | wc -l)"
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 python3 -c "import torch, lightning; print(torch.__version__, lightning.__version__)"
 COMMON=(trainer=gpu logger=many callbacks.model_checkpoint=null)
+if [ -n "${TEST:-}" ]; then
+  timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -n 5
+fi
 
 pack() {  # metrics.csv of each run, the recipes' JSON lines and logs, flat enough to come back
   (cd $W && find . \( -name metrics.csv -o -name 'recipes*.json*' -o -name '*.log' -o -name 'metrics.json' -o -name result.json \) \
@@ -53,13 +58,14 @@ case $STEP in
   none) ;;
   full)
     [ "$(ls /tmp/d20k | wc -l)" = 20000 ] || { echo "not all 20,000 photos are here"; exit 4; }
-    timeout "${LIMIT:-330}" python3 bench/recipes.py --data /tmp/d20k --out $W/full224 --parallel 3 \
-      --jobs defaults:0 defaults:1 defaults:2 -- "${COMMON[@]}" trainer.max_epochs=40 2>&1 | tee $W/full224.log
+    JOBS=(${JOBS:-defaults:0 defaults:1 defaults:2})
+    timeout "${LIMIT:-330}" python3 bench/recipes.py --data /tmp/d20k --out $W/full224 --parallel ${#JOBS[@]} \
+      --jobs "${JOBS[@]}" -- "${COMMON[@]}" trainer.max_epochs=40 data.image_size=224 2>&1 | tee $W/full224.log
     python3 bench/val_split.py --data /tmp/d20k --size 224 --cache-dir $W/full224/cache --out /tmp/val20k 2>&1 | tail -2
-    for s in 0 1 2; do for z in 1.0 0.875; do
-      ck=$W/full224/defaults_seed$s/checkpoints/last.ckpt
-      [ -f $ck ] && (timeout 90 python3 src/eval.py ckpt_path=$ck data.root=/tmp/val20k data.cache_dir=$W/evalcache \
-        eval_zoom=$z hydra.run.dir=$W/eval/s${s}_z$z > $W/eval_s${s}_z$z.log 2>&1) &
+    for ck in $W/full224/*/checkpoints/last.ckpt; do for z in 1.0 0.875; do  # each run scored whole and on its centre
+      r=$(basename $(dirname $(dirname $ck)))
+      [ -f $ck ] && (timeout 75 python3 src/eval.py ckpt_path=$ck data.root=/tmp/val20k data.cache_dir=$W/evalcache \
+        eval_zoom=$z hydra.run.dir=$W/eval/${r}_z$z > $W/eval_${r}_z$z.log 2>&1) &
     done; done; wait
     tail -n 4 $W/eval_*.log
     pack ;;

@@ -104,6 +104,16 @@ RECIPES: dict[str, list[str]] = {
     "cpu_150": [*_CPU_S15, "model.mixup=0", "trainer.max_epochs=150"],
     "cpu_150_mixup": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150"],
     "cpu_150_mixup_swap_mild": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150", *_SWAP_MILD],
+    # Issue 14 at 224 px on a GPU (session 25): experiment=cpu's training (EMA, flip TTA, the centre
+    # view, the mild swap) for the default's 40 epochs, and larger max-pools, which widen what the three
+    # blocks see (conv3's window: 22 px with the original's 2x2, 54 px with 2, 4, 4, 74 px with 4, 4, 2).
+    "cpu_40": ["experiment=cpu", "trainer.max_epochs=40"],
+    "pool244": ["model.net.pool=[2,4,4]"],
+    "pool442": ["model.net.pool=[4,4,2]"],
+    "cpu_40_pool244": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[2,4,4]"],
+    "cpu_40_pool442": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[4,4,2]"],
+    "cpu_40_pool244_wide": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[2,4,4]",
+                            "model.net.channels=[64,128,256]"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now

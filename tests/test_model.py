@@ -88,6 +88,39 @@ def test_conv_widths_are_three_positive_numbers():
         SimpleCNN(image_size=16, channels=(32, 64))
 
 
+def _receptive_field(net: SimpleCNN, size: int) -> int:
+    """The side of the input window that reaches the middle feature of conv3's pooled output."""
+    image = torch.rand(1, 3, size, size, requires_grad=True)
+    features = net.eval().features(image)
+    features[0, :, features.shape[2] // 2, features.shape[3] // 2].sum().backward()
+    rows = image.grad.abs().sum(dim=(0, 1, 3)).nonzero()
+    return int(rows.max() - rows.min() + 1)
+
+
+def test_larger_pools_let_the_blocks_see_more_and_travel_in_the_checkpoint():
+    torch.manual_seed(0)
+    original, wide = SimpleCNN(image_size=64), SimpleCNN(image_size=64, pool=(4, 4, 2), batch_norm=True)
+    assert original.features(torch.rand(1, 3, 64, 64)).shape[-1] == 8
+    assert wide.features(torch.rand(1, 3, 64, 64)).shape[-1] == 2 and wide.fc1.in_features == 128 * 2 * 2
+    sees = lambda **options: _receptive_field(SimpleCNN(image_size=128, **options), 128)  # noqa: E731
+    assert (sees(), sees(pool=(2, 4, 4)), sees(pool=(4, 4, 2))) == (22, 54, 74)  # conv3's window, in pixels
+    # The pools hold no weights: the layer names stay the original's.
+    assert set(wide.state_dict()) == set(SimpleCNN(image_size=64, batch_norm=True).state_dict())
+    ckpt = {"catdog": {"net": wide.config}, "state_dict": {f"net.{k}": v for k, v in wide.state_dict().items()}}
+    loaded = net_from_checkpoint(ckpt)
+    assert loaded.config["pool"] == [4, 4, 2]
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), wide.eval()(images))
+
+
+def test_the_image_size_must_fit_the_pools():
+    with pytest.raises(UserError, match="multiple of 32"):
+        SimpleCNN(image_size=80, pool=(4, 4, 2))
+    with pytest.raises(UserError, match="three positive max-pool sizes"):
+        SimpleCNN(image_size=64, pool=(2, 2))
+
+
 @pytest.mark.parametrize("schedule, expected", [
     (partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25), "step"),
     (partial(torch.optim.lr_scheduler.CosineAnnealingLR), "step"),  # T_max filled in from the run, in steps

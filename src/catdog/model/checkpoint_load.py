@@ -20,7 +20,7 @@ from catdog.errors import UserError
 from catdog.model.resume import ANY_JOB, find_last
 from catdog.model.simple_cnn import SimpleCNN
 
-_NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "channels", "mean", "std"}
+_NET_OPTIONS = {"image_size", "classes", "batch_norm", "head", "dropout", "hidden", "channels", "pool", "mean", "std"}
 DEFAULT_CLASSES = ("cat", "dog")  # Kaggle's, in label order: what a file that names none was trained on
 
 

@@ -1,6 +1,6 @@
 """The original student's network, with its layer names kept so its state_dict loads.
 
-Three conv blocks (conv -> ReLU -> 2x2 max-pool), then fc1 -> ReLU -> dropout -> fc2.
+Three conv blocks (conv -> ReLU -> 2x2 max-pool; ``pool`` sets each block's size), then fc1 -> ReLU -> dropout -> fc2.
 It takes uint8 images (N, 3, H, W), or floats in [0, 1], and normalises them itself
 (``ImageInput``); its ``config`` holds the class names beside the options. At 224 px the feature map entering fc1 is 128 x 28 x 28, exactly as in the original.
 The options below default to the original network; none renames an original layer. The
@@ -30,12 +30,18 @@ class SimpleCNN(nn.Module):
         dropout: float = 0.5,
         hidden: int = 512,
         channels: tuple[int, int, int] = (32, 64, 128),
+        pool: tuple[int, int, int] = (2, 2, 2),
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        if image_size % 8 or image_size < 8:
-            raise UserError(f"data.image_size={image_size} must be a positive multiple of 8 (three 2x2 poolings)")
+        if len(pool) != 3 or min(pool) < 1:
+            raise UserError(f"model.net.pool={list(pool)} must be three positive max-pool sizes, one per conv block")
+        pools = [int(k) for k in pool]
+        stride = pools[0] * pools[1] * pools[2]
+        if image_size % stride or image_size < stride:
+            raise UserError(f"data.image_size={image_size} must be a positive multiple of {stride} "
+                            f"(the product of model.net.pool={pools})")
         if head not in HEADS:
             raise UserError(f"model.net.head={head!r} is not one of {HEADS}")
         if len(channels) != 3 or min(channels) < 1:
@@ -47,7 +53,7 @@ class SimpleCNN(nn.Module):
         # Plain numbers and strings that rebuild this network: saved in checkpoints, which then
         # load without unpickling any object (see checkpoint_load.py).
         self.config = dict(image_size=image_size, classes=self.classes, batch_norm=batch_norm, head=head,
-                           dropout=dropout, hidden=hidden, channels=[c1, c2, c3], mean=list(mean), std=list(std))
+                           dropout=dropout, hidden=hidden, channels=[c1, c2, c3], pool=pools, mean=list(mean), std=list(std))
         self.input = ImageInput(mean, std)
         self.conv1 = nn.Conv2d(3, c1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
@@ -55,11 +61,13 @@ class SimpleCNN(nn.Module):
         # Identity keeps the original's forward (and state_dict keys) when BatchNorm is off.
         norm = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
         self.bn1, self.bn2, self.bn3 = norm(c1), norm(c2), norm(c3)
-        self.pool = nn.MaxPool2d(2, 2)
+        # Larger pools widen what each block sees (its receptive field) at the same cost: at 224 px
+        # the original's 2x2 leave conv3 seeing about 22 px of an animal (bench/RESULTS.md, session 25).
+        self.pool1, self.pool2, self.pool3 = (nn.MaxPool2d(k, k) for k in pools)
         # ReLUs as modules (no weights: the state_dict is unchanged) so hooks can see a block's
         # output after the nonlinearity: Grad-CAM on relu3 weighs only positive evidence.
         self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
-        side = image_size // 8
+        side = image_size // stride
         # "gap": global average pooling, so fc1 has c3 inputs instead of c3*side*side
         # (51M parameters at 224 px with the original's 128), which over-fits small data sets.
         self.fc1 = nn.Linear(c3 if head == "gap" else c3 * side * side, hidden)
@@ -67,9 +75,9 @@ class SimpleCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
-        x = self.pool(self.relu2(self.bn2(self.conv2(x))))
-        return self.pool(self.relu3(self.bn3(self.conv3(x))))
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        return self.pool3(self.relu3(self.bn3(self.conv3(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.input(x))
