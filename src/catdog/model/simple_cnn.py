@@ -1,9 +1,11 @@
 """The original student's network, with its layer names kept so its state_dict loads.
 
-Three conv blocks (conv -> ReLU -> 2x2 max-pool; ``pool`` sets each block's size), then fc1 -> ReLU -> dropout -> fc2.
+Three conv blocks (conv -> ReLU -> 2x2 max-pool; ``pool`` sets each block's size), then
+fc1 -> ReLU -> dropout -> fc2.
 It takes uint8 images (N, 3, H, W), or floats in [0, 1], and normalises them itself
 (``ImageInput``); its ``config`` holds the class names beside the options. At 224 px the feature map entering fc1 is 128 x 28 x 28, exactly as in the original.
-The options below default to the original network; none renames an original layer. The
+The options below default to the original network; none renames an original layer with
+weights (the one weightless 2x2 ``pool`` became ``pool1``-``pool3``). The
 config (conf/model/simple_cnn.yaml) turns BatchNorm on, as the best recipe measured on real
 photos has it (README); bench/RESULTS.md records what each option measured.
 """
@@ -61,7 +63,7 @@ class SimpleCNN(nn.Module):
         # Identity keeps the original's forward (and state_dict keys) when BatchNorm is off.
         norm = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
         self.bn1, self.bn2, self.bn3 = norm(c1), norm(c2), norm(c3)
-        # Larger pools widen what each block sees (its receptive field) at the same cost: at 224 px
+        # Larger pools widen what each block sees (its receptive field), for less work: at 224 px
         # the original's 2x2 leave conv3 seeing about 22 px of an animal (bench/RESULTS.md, session 25).
         self.pool1, self.pool2, self.pool3 = (nn.MaxPool2d(k, k) for k in pools)
         # ReLUs as modules (no weights: the state_dict is unchanged) so hooks can see a block's
