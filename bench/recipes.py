@@ -31,6 +31,7 @@ _ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=tr
 # those figures stay reproducible.
 _CPU_S15 = ["experiment=cpu", "model.augment.frame_swap=0"]
 _CPU30 = [*_CPU_S15, "trainer.max_epochs=30"]  # experiment=cpu's length until session 14
+_CPU40 = ["experiment=cpu", "trainer.max_epochs=40"]  # experiment=cpu as it is now, for the default recipe's 40 epochs
 _SWAP_MILD = ["model.augment.frame_swap=0.25", "model.augment.frame_keep=[0.6,0.9]"]  # the maps issue's milder swap
 _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging", "+callbacks.ema.decay=0.998"]
 RECIPES: dict[str, list[str]] = {
@@ -107,13 +108,12 @@ RECIPES: dict[str, list[str]] = {
     # Issue 14 at 224 px on a GPU (session 25): experiment=cpu's training (EMA, flip TTA, the centre
     # view, the mild swap) for the default's 40 epochs, and larger max-pools, which widen what the three
     # blocks see (conv3's window: 22 px with the original's 2x2, 54 px with 2, 4, 4, 74 px with 4, 4, 2).
-    "cpu_40": ["experiment=cpu", "trainer.max_epochs=40"],
+    "cpu_40": _CPU40,
     "pool244": ["model.net.pool=[2,4,4]"],
     "pool442": ["model.net.pool=[4,4,2]"],
-    "cpu_40_pool244": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[2,4,4]"],
-    "cpu_40_pool442": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[4,4,2]"],
-    "cpu_40_pool244_wide": ["experiment=cpu", "trainer.max_epochs=40", "model.net.pool=[2,4,4]",
-                            "model.net.channels=[64,128,256]"],
+    "cpu_40_pool244": [*_CPU40, "model.net.pool=[2,4,4]"],
+    "cpu_40_pool442": [*_CPU40, "model.net.pool=[4,4,2]"],
+    "cpu_40_pool244_wide": [*_CPU40, "model.net.pool=[2,4,4]", "model.net.channels=[64,128,256]"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "defaults": [],  # whatever conf/ says now

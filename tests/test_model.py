@@ -99,19 +99,19 @@ def _receptive_field(net: SimpleCNN, size: int) -> int:
 
 def test_larger_pools_let_the_blocks_see_more_and_travel_in_the_checkpoint():
     torch.manual_seed(0)
-    original, wide = SimpleCNN(image_size=64), SimpleCNN(image_size=64, pool=(4, 4, 2), batch_norm=True)
+    original, pooled = SimpleCNN(image_size=64), SimpleCNN(image_size=64, pool=(4, 4, 2), batch_norm=True)
     assert original.features(torch.rand(1, 3, 64, 64)).shape[-1] == 8
-    assert wide.features(torch.rand(1, 3, 64, 64)).shape[-1] == 2 and wide.fc1.in_features == 128 * 2 * 2
+    assert pooled.features(torch.rand(1, 3, 64, 64)).shape[-1] == 2 and pooled.fc1.in_features == 128 * 2 * 2
     sees = lambda **options: _receptive_field(SimpleCNN(image_size=128, **options), 128)  # noqa: E731
     assert (sees(), sees(pool=(2, 4, 4)), sees(pool=(4, 4, 2))) == (22, 54, 74)  # conv3's window, in pixels
     # The pools hold no weights: the layer names stay the original's.
-    assert set(wide.state_dict()) == set(SimpleCNN(image_size=64, batch_norm=True).state_dict())
-    ckpt = {"catdog": {"net": wide.config}, "state_dict": {f"net.{k}": v for k, v in wide.state_dict().items()}}
+    assert set(pooled.state_dict()) == set(SimpleCNN(image_size=64, batch_norm=True).state_dict())
+    ckpt = {"catdog": {"net": pooled.config}, "state_dict": {f"net.{k}": v for k, v in pooled.state_dict().items()}}
     loaded = net_from_checkpoint(ckpt)
     assert loaded.config["pool"] == [4, 4, 2]
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
-        assert torch.equal(loaded(images), wide.eval()(images))
+        assert torch.equal(loaded(images), pooled.eval()(images))
 
 
 def test_the_image_size_must_fit_the_pools():
