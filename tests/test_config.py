@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from catdog.data.augment import centre_zoom
 
-from helpers import compose_train
+from helpers import ROOT, compose_train
 
 
 def test_default_config_builds_every_object(tmp_path):
@@ -16,7 +18,8 @@ def test_default_config_builds_every_object(tmp_path):
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     assert datamodule.image_size == 224 and datamodule.batch_size == 64
-    assert model.net.fc1.in_features == 128 * 28 * 28  # the original's fc1 at 224 px
+    # The default pools are 2, 4, 4 (conv3 sees 54 px of a 224 px photo): fc1 on 7 x 7 features, not the original's 28 x 28.
+    assert list(cfg.model.net.pool) == [2, 4, 4] and model.net.fc1.in_features == 128 * 7 * 7
     assert isinstance(model.optimizer_factory(params=model.parameters()), torch.optim.Optimizer)
     assert instantiate(cfg.trainer, logger=False).max_epochs == cfg.trainer.max_epochs
 
@@ -25,7 +28,7 @@ def test_user_facing_override_names(tmp_path):
     cfg = compose_train(tmp_path, ["data.root=/x", "data.image_size=64", "data.batch_size=8",
                                    "optimizer.lr=0.0003", "trainer.max_epochs=40"])
     model = instantiate(cfg.model)
-    assert model.net.fc1.in_features == 128 * 8 * 8  # fc1 follows data.image_size
+    assert model.net.fc1.in_features == 128 * 2 * 2  # fc1 follows data.image_size (64 / 32, the pools' product)
     assert model.optimizer_factory.keywords["lr"] == 0.0003
     assert cfg.trainer.max_epochs == 40 and cfg.data.batch_size == 8
 
@@ -42,7 +45,7 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 50
     assert cfg.trainer.max_epochs % cfg.trainer.check_val_every_n_epoch == 0  # the last epoch is validated
     model = instantiate(cfg.model)
-    assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10
+    assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10  # the original pools: 80 / 8
     assert cfg.model.mixup == 0 and cfg.model.tta_flip is True
     assert model.augment.frame_swap == 0.25 and model.augment.frame_keep == (0.6, 0.9)
     assert cfg.model.eval_zoom == sum(cfg.model.augment.scale) / 2 == 0.875
@@ -65,7 +68,8 @@ def test_seed_experiment_is_the_original_recipe(tmp_path):
     assert cfg.scheduler.step_size == 3 and cfg.scheduler.gamma == 0.1
     assert instantiate(cfg.model).scheduler_interval == "epoch"  # StepLR's period is in epochs
     net = cfg.model.net
-    assert (net.batch_norm, net.head, net.dropout, net.hidden) == (False, "fc", 0.5, 512)
+    assert (net.batch_norm, net.head, net.dropout, net.hidden, list(net.pool)) == (False, "fc", 0.5, 512, [2, 2, 2])
+    assert instantiate(cfg.model).net.fc1.in_features == 128 * 28 * 28  # the original's fc1 at 224 px
     aug = cfg.model.augment
     assert (aug.hflip, aug.degrees, list(aug.scale), aug.brightness, aug.contrast, aug.saturation) == (0.5, 10, [1.0, 1.0], 0.2, 0.2, 0.2)
     assert cfg.model.label_smoothing == 0
@@ -116,3 +120,17 @@ def test_gpu_and_cpu_presets(tmp_path):
     assert not cpu.model.compile and not cpu.model.compile_augment  # compiling loses on this CPU (RESULTS.md)
     fp32 = compose_train(tmp_path, ["trainer=cpu", "trainer.precision=32-true", "data.root=/x"])
     assert fp32.trainer.precision == "32-true"
+
+
+def test_named_recipes_keep_the_pools_they_were_measured_with(tmp_path):
+    """bench/recipes.py's figures in RESULTS.md were measured with the original pools, the default
+    until session 26: a recipe that names no pools must still get them, and `defaults` follows conf/."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recipes import RECIPES
+
+    def pools(recipe: str) -> list[int]:
+        return list(compose_train(tmp_path, ["data.root=/x", *RECIPES[recipe]]).model.net.pool)
+
+    assert pools("defaults") == list(compose_train(tmp_path, ["data.root=/x"]).model.net.pool) == [2, 4, 4]
+    assert pools("pool222") == pools("zoomout") == pools("cpu_40") == pools("original_seed") == [2, 2, 2]
+    assert pools("pool244") == [2, 4, 4] and pools("cpu_40_pool442") == [4, 4, 2]  # a recipe's own pools win

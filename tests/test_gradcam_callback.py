@@ -151,8 +151,8 @@ def taught(tmp_path_factory) -> dict:
     from catdog.data.synthetic import generate
 
     tmp = tmp_path_factory.mktemp("taught")
-    root = generate(tmp / "data", n_per_class=500, size=48, seed=1)
-    cfg = compose_train(tmp, [f"data.root={root}", "data.image_size=48", "data.batch_size=32", "data.num_workers=0",
+    root = generate(tmp / "data", n_per_class=500, size=64, seed=1)
+    cfg = compose_train(tmp, [f"data.root={root}", "data.image_size=64", "data.batch_size=32", "data.num_workers=0",
                               "trainer.max_epochs=15", "optimizer.lr=0.002", "trainer.precision=32-true", "model.compile=false",
                               "trainer.enable_progress_bar=false", "callbacks.gradcam=null", "~logger", "~callbacks.lr_monitor",
                               "test=false"])

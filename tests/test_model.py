@@ -115,8 +115,10 @@ def test_larger_pools_let_the_blocks_see_more_and_travel_in_the_checkpoint():
 
 
 def test_the_image_size_must_fit_the_pools():
-    with pytest.raises(UserError, match="multiple of 32"):
+    with pytest.raises(UserError, match=r"multiple of 32 .*: use 64 or 96, or model.net.pool=\[2,2,2\]"):
         SimpleCNN(image_size=80, pool=(4, 4, 2))
+    with pytest.raises(UserError, match="multiple of 32 .*: use 32$"):
+        SimpleCNN(image_size=20, pool=(2, 4, 4))  # not a multiple of 8 either: the original pools would not fit
     with pytest.raises(UserError, match="three positive max-pool sizes"):
         SimpleCNN(image_size=64, pool=(2, 2))
 

@@ -141,6 +141,16 @@ def test_unwritable_output_root_is_one_line_before_any_work(tmp_path, synthetic_
     assert "Traceback" not in proc.stderr
 
 
+def test_a_network_option_that_does_not_fit_is_one_line(tmp_path, synthetic_root):
+    """Hydra's instantiate wraps what SimpleCNN raises; the user still reads one line that says what to do."""
+    proc = run_cli("train", f"data.root={synthetic_root}", "data.image_size=80", f"paths.output_root={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: data.image_size=80 must be a positive multiple of 32 (the product of model.net.pool=[2, 4, 4]): "
+        "use 64 or 96, or model.net.pool=[2,2,2] (the original's)")
+    assert "Traceback" not in proc.stderr and "Error in call to target" not in proc.stderr
+
+
 def test_full_disk_is_reported_before_training(tmp_path, monkeypatch):
     import shutil
 

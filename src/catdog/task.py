@@ -65,6 +65,14 @@ def _write_result(output_dir: str | None, result: dict) -> None:
             log.warning("could not write %s/result.json (%s)", output_dir, err.strerror or err)
 
 
+def _user_error(err: BaseException) -> UserError | None:
+    """The UserError behind ``err``: Hydra's instantiate wraps what a ``_target_`` raises (a
+    network option that does not fit, say) in its own InstantiationException."""
+    while err is not None and not isinstance(err, UserError):
+        err = err.__cause__
+    return err
+
+
 def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
     """Wrap a Hydra task that returns ``{"metrics": {...}, "objective": float}``.
 
@@ -82,7 +90,8 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
         start = time.time()
         try:
             result = fn(cfg)
-        except Exception as err:
+        except Exception as caught:
+            err = _user_error(caught) or caught
             user = isinstance(err, UserError)
             message = str(err) if user else f"{type(err).__name__}: {err}"
             _write_result(output_dir, {"status": "failed", "error": message, "run_time_s": time.time() - start})

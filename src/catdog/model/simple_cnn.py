@@ -6,8 +6,8 @@ It takes uint8 images (N, 3, H, W), or floats in [0, 1], and normalises them its
 (``ImageInput``); its ``config`` holds the class names beside the options. At 224 px the feature map entering fc1 is 128 x 28 x 28, exactly as in the original.
 The options below default to the original network; none renames an original layer with
 weights (the one weightless 2x2 ``pool`` became ``pool1``-``pool3``). The
-config (conf/model/simple_cnn.yaml) turns BatchNorm on, as the best recipe measured on real
-photos has it (README); bench/RESULTS.md records what each option measured.
+config (conf/model/simple_cnn.yaml) turns BatchNorm on and sets the pools to 2, 4, 4, as the best
+recipe measured on real photos has them (README); bench/RESULTS.md records what each option measured.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ class SimpleCNN(nn.Module):
         pools = [int(k) for k in pool]
         stride = pools[0] * pools[1] * pools[2]
         if image_size % stride or image_size < stride:
+            fits = " or ".join(str(m) for m in (image_size // stride * stride, (image_size // stride + 1) * stride) if m)
+            original = ", or model.net.pool=[2,2,2] (the original's)" if pools != [2, 2, 2] and image_size % 8 == 0 else ""
             raise UserError(f"data.image_size={image_size} must be a positive multiple of {stride} "
-                            f"(the product of model.net.pool={pools})")
+                            f"(the product of model.net.pool={pools}): use {fits}{original}")
         if head not in HEADS:
             raise UserError(f"model.net.head={head!r} is not one of {HEADS}")
         if len(channels) != 3 or min(channels) < 1:
