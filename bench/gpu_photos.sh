@@ -10,7 +10,9 @@
 #   STEP=none bash bench/gpu_photos.sh      # unpack only: send the first tars back to back, quickly
 #   STEP=small bash bench/gpu_photos.sh     # the small-data command at 224 px on cat/dog.0-1999, 3 seeds at once
 #   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once
-#                                           # (JOBS="recipe:seed ...": bench/recipes.py's recipes instead, all at once);
+#                                           # (JOBS="recipe:seed ...": bench/recipes.py's recipes instead, all at once;
+#                                           # EPOCHS=N: N epochs instead of 40; KEEP=recipe_seedS: that run's last.ckpt
+#                                           # comes back too, for its maps on the CPU);
 #                                           # then each last.ckpt scored on the held-out 4,000 at eval_zoom 1 and 0.875
 #   TEST=1 ...                              # first the GPU-marked tests (pytest -m gpu), 90 s at most
 # Results (each run's metrics.csv, the recipes' JSON lines, the logs) come back in $OUT/results_STEP.tgz.
@@ -60,7 +62,8 @@ case $STEP in
     [ "$(ls /tmp/d20k | wc -l)" = 20000 ] || { echo "not all 20,000 photos are here"; exit 4; }
     JOBS=(${JOBS:-defaults:0 defaults:1 defaults:2})
     timeout "${LIMIT:-330}" python3 bench/recipes.py --data /tmp/d20k --out $W/full224 --parallel ${#JOBS[@]} \
-      --jobs "${JOBS[@]}" -- "${COMMON[@]}" trainer.max_epochs=40 data.image_size=224 2>&1 | tee $W/full224.log
+      --jobs "${JOBS[@]}" -- "${COMMON[@]}" trainer.max_epochs=${EPOCHS:-40} data.image_size=224 2>&1 | tee $W/full224.log
+    [ -n "${KEEP:-}" ] && cp $W/full224/$KEEP/checkpoints/last.ckpt "$OUT/$KEEP.ckpt"
     python3 bench/val_split.py --data /tmp/d20k --size 224 --cache-dir $W/full224/cache --out /tmp/val20k 2>&1 | tail -2
     for ck in $W/full224/*/checkpoints/last.ckpt; do for z in 1.0 0.875; do  # each run scored whole and on its centre
       r=$(basename $(dirname $(dirname $ck)))
