@@ -59,6 +59,18 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     assert ema._kwargs["avg_fn"].__qualname__.startswith("warmed_up_ema")
 
 
+def test_cpu_small_experiment_is_the_measured_small_data_recipe(tmp_path):
+    """experiment=cpu_small composes to exactly what RESULTS.md measured for a few thousand photos
+    (bench/recipes.py's cpu_150_mixup): experiment=cpu for 150 epochs, MixUp, no surroundings swap."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recipes import RECIPES
+
+    cfg = compose_train(tmp_path, ["experiment=cpu_small", "data.root=/x"])
+    assert cfg == compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_150_mixup"]])
+    assert (cfg.trainer.max_epochs, cfg.model.mixup, cfg.model.augment.frame_swap) == (150, 0.2, 0)
+    assert cfg.data.image_size == 80 and list(cfg.model.net.pool) == [2, 2, 2] and "ema" in cfg.callbacks
+
+
 def test_seed_experiment_is_the_original_recipe(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=seed", "data.root=/x"])
     assert cfg.seed == 42 and cfg.trainer.max_epochs == 20
