@@ -25,7 +25,7 @@ from catdog.allocator import apply_keep_freed_memory
 from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
-from catdog.model.resume import describe_resume, mark_run
+from catdog.model.resume import check_same_network, describe_resume, mark_run
 from catdog.preflight import check_last_epoch_validated, check_space, check_writable
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task, is_multirun
@@ -104,14 +104,15 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     job = sweep_job()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.paths.output_dir, job)
-    if ckpt_path:  # refuse a file that would run code now, not after the data is prepared
-        ckpt = load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the check reads no weights
+    model = instantiate(cfg.model)
+    if ckpt_path:  # refuse a file that would run code, or a network of another shape, now, not after the data is prepared
+        ckpt = load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the checks read no weights
+        check_same_network(ckpt_path, ckpt, model, cfg)  # before this run marks its folder: `last` still means that run
         log.info(describe_resume(ckpt_path, ckpt, cfg))
 
     check_writable(cfg.paths.output_dir, "the run folder")
     mark_run(cfg.paths.output_dir, job)  # from now on, ckpt_path=last means this run
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
     # Two checkpoints (best and last), each the weights plus about twice as much optimizer state.
     check_space(cfg.paths.output_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (64 << 20),
                 "the run folder")

@@ -59,6 +59,49 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
     assert resumed["lr_schedulers"][0]["total_steps"] >= 2 * steps_one_epoch
 
 
+def test_resuming_a_network_of_another_shape_names_the_settings_that_continue_it(tmp_path, synthetic_root):
+    """A run of the default pools continued after they changed (as experiment=cpu's did): one line
+    that names the overrides bringing the checkpoint's network back, before the new run marks its
+    folder, so `last` still means the run to continue; with those overrides it continues."""
+    from catdog.errors import UserError
+
+    train(compose_train(tmp_path / "a", [f"data.root={synthetic_root}", *TINY, "test=false"]))
+    common = [f"data.root={synthetic_root}", *TINY, "test=false", "trainer.max_epochs=2", "ckpt_path=last"]
+    changed = compose_train(tmp_path / "a", [*common, "model.net.pool=[2,2,2]", "data.image_size=64"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(changed.paths, "output_dir", str(tmp_path / "b"))
+        with pytest.raises(UserError) as caught:
+            train(changed)
+    message = str(caught.value)
+    assert "net.fc1.weight" in message and "add 'data.image_size=32' 'model.net.pool=[2,4,4]' to continue it" in message
+    assert not (tmp_path / "b" / "run.json").exists()
+    hint = message.split("add ")[1].split(" to continue")[0].replace("'", "").split()
+    again = compose_train(tmp_path / "a", [*common, "model.net.pool=[2,2,2]", "data.image_size=64", *hint])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(again.paths, "output_dir", str(tmp_path / "c"))
+        train(again)
+    assert torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_checkpoint_from_before_the_pools_setting_is_named_with_the_original_pools(tmp_path):
+    """Checkpoints saved before model.net.pool existed (session 25) were trained with the original
+    pools: the hint names those, not "(unset)"."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from catdog.errors import UserError
+    from catdog.model.resume import check_same_network
+    from catdog.model.simple_cnn import SimpleCNN
+
+    cfg = compose_train(tmp_path, ["data.root=/x", "data.image_size=32"])
+    old = OmegaConf.to_container(cfg, resolve=True)
+    del old["model"]["net"]["pool"]
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in SimpleCNN(image_size=32, batch_norm=True).state_dict().items()},
+            "catdog": {"config": old}}
+    with pytest.raises(UserError, match=r"add 'model.net.pool=\[2,2,2\]' to continue it"):
+        check_same_network("old.ckpt", ckpt, instantiate(cfg.model), cfg)
+
+
 def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_anything_else(tmp_path):
     """`python src/train.py trainer.max_epochs=40`, as the user types it, where Kaggle's photos are
     not unzipped yet: one line, nothing printed before it (run from an empty folder)."""

@@ -12,11 +12,13 @@ job's name when it is a sweep job). ``last`` is then the ``checkpoints/last.ckpt
 Where that run has no ``last.ckpt`` (killed before its first save, or failed before training),
 one line says so and names the newest such run that has one, with the override that resumes
 it: a run is never continued silently in place of a newer one. Folders from before run.json
-count too, dated by their Hydra or checkpoints folder.
+count too, dated by their Hydra or checkpoints folder. A checkpoint whose network has another
+shape than the run's is refused in one line naming the settings that continue it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -27,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdog.atomic_write import write_atomic
 from catdog.errors import UserError
+from catdog.model.simple_cnn import SimpleCNN
 
 MARK = "run.json"
 ANY_JOB = "*"  # find_last(job=ANY_JOB): single runs and sweep jobs alike
@@ -93,9 +96,9 @@ def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None 
                     f"(it stopped before its first save: killed, or failed before training); {hint}")
 
 
-def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
-    """``optimizer.lr 0.01 -> 0.001`` for every setting the run changes from the checkpoint's
-    (paths inside the two run folders, which always differ, left out)."""
+def _changes(stored: dict | None, cfg: DictConfig) -> list[tuple[str, object, object]]:
+    """``(key, checkpoint's value, this run's)`` for every setting the run changes (paths inside
+    the two run folders, which always differ, left out)."""
     from catdog.hparams import flat_params
 
     if not stored:
@@ -108,8 +111,13 @@ def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
         return old == new or (isinstance(old, str) and old.replace(old_dir, new_dir) == new)
 
     ignored = {"ckpt_path"}  # how this run starts, not how it trains
-    return [f"{k} {before.get(k, '(unset)')} -> {now.get(k, '(unset)')}"
+    return [(k, before.get(k, "(unset)"), now.get(k, "(unset)"))
             for k in sorted(before.keys() | now.keys()) if k not in ignored and not same(k)]
+
+
+def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
+    """``optimizer.lr 0.01 -> 0.001`` for every setting the run changes from the checkpoint's."""
+    return [f"{key} {old} -> {new}" for key, old, new in _changes(stored, cfg)]
 
 
 def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str:
@@ -119,3 +127,46 @@ def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str
     changed = settings_diff((ckpt.get("catdog") or {}).get("config"), cfg)
     return (f"continuing run {run} from {path.name} (saved at epoch {ckpt.get('epoch', '?')}, step {ckpt.get('global_step', '?')}); "
             + (f"settings changed from the checkpoint's: {', '.join(changed)}" if changed else "same settings as the checkpoint's"))
+
+
+def _shapes_network(key: str, cfg: DictConfig) -> bool:
+    """A setting that can change the network's shape, typed by the user rather than copied from
+    another (model.net.image_size is ${data.image_size})."""
+    if not (key.startswith("model.net.") or key in ("data.image_size", "data.classes")):
+        return False
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent)
+    return not (isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf))
+
+
+def _checkpoint_value(key: str, old: object) -> object:
+    """The checkpoint's value of ``key``; a network option added since it was saved (as the pools
+    were in session 25) is SimpleCNN's default, the original's, which it was trained with."""
+    if old != "(unset)" or not key.startswith("model.net."):
+        return old
+    param = inspect.signature(SimpleCNN).parameters.get(key.removeprefix("model.net."))
+    return old if param is None else param.default
+
+
+def _as_override(key: str, value: object) -> str:
+    """As typed on the command line: ``(2, 2, 2)`` -> ``'model.net.pool=[2,2,2]'``, ``['cat', 'dog']`` -> ``[cat,dog]``."""
+    value = list(value) if isinstance(value, tuple) else value
+    return f"'{key}={str(value).replace(' ', '').replace(chr(39), '')}'"
+
+
+def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConfig) -> None:
+    """A run continues only a network of its own shape. Where a setting changed it (a new default's
+    pools or image size, say), one line names the settings that bring the checkpoint's back,
+    instead of load_state_dict's size-mismatch traceback."""
+    saved, now = ckpt.get("state_dict") or {}, model.state_dict()
+    differ = [k for k, v in saved.items() if k in now and tuple(v.shape) != tuple(now[k].shape)]
+    if not differ:
+        return
+    first = differ[0]
+    where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
+    changed = [(k, _checkpoint_value(k, old)) for k, old, _ in _changes((ckpt.get("catdog") or {}).get("config"), cfg)
+               if _shapes_network(k, cfg)]
+    back = " ".join(_as_override(k, old) for k, old in changed if old != "(unset)")
+    if not back:
+        raise UserError(f"{where}: start without ckpt_path, or with the settings it was trained with")
+    raise UserError(f"{where}: add {back} to continue it with the settings it was trained with, or start without ckpt_path")
