@@ -33,6 +33,7 @@ from catdog.model.simple_cnn import SimpleCNN
 
 MARK = "run.json"
 ANY_JOB = "*"  # find_last(job=ANY_JOB): single runs and sweep jobs alike
+UNSET = "(unset)"  # a setting one of two configs lacks
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _changes(stored: dict | None, cfg: DictConfig) -> list[tuple[str, object, ob
         return old == new or (isinstance(old, str) and old.replace(old_dir, new_dir) == new)
 
     ignored = {"ckpt_path"}  # how this run starts, not how it trains
-    return [(k, before.get(k, "(unset)"), now.get(k, "(unset)"))
+    return [(k, before.get(k, UNSET), now.get(k, UNSET))
             for k in sorted(before.keys() | now.keys()) if k not in ignored and not same(k)]
 
 
@@ -142,7 +143,7 @@ def _shapes_network(key: str, cfg: DictConfig) -> bool:
 def _checkpoint_value(key: str, old: object) -> object:
     """The checkpoint's value of ``key``; a network option added since it was saved (as the pools
     were in session 25) is SimpleCNN's default, the original's, which it was trained with."""
-    if old != "(unset)" or not key.startswith("model.net."):
+    if old != UNSET or not key.startswith("model.net."):
         return old
     param = inspect.signature(SimpleCNN).parameters.get(key.removeprefix("model.net."))
     return old if param is None else param.default
@@ -166,7 +167,7 @@ def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConf
     where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
     changed = [(k, _checkpoint_value(k, old)) for k, old, _ in _changes((ckpt.get("catdog") or {}).get("config"), cfg)
                if _shapes_network(k, cfg)]
-    back = " ".join(_as_override(k, old) for k, old in changed if old != "(unset)")
+    back = " ".join(_as_override(k, old) for k, old in changed if old != UNSET)
     if not back:
         raise UserError(f"{where}: start without ckpt_path, or with the settings it was trained with")
     raise UserError(f"{where}: add {back} to continue it with the settings it was trained with, or start without ckpt_path")
