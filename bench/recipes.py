@@ -122,10 +122,17 @@ RECIPES: dict[str, list[str]] = {
     "pool222": [],  # the default recipe as it was until session 26: the original pools (pinned below)
     "defaults": [],  # whatever conf/ says now
 }
-# Every recipe above was measured while conf/ had the original pools, [2, 2, 2]; the default became
-# [2, 4, 4] in session 26. Pinned (first, so a recipe's own pools win) to keep their figures reproducible.
-RECIPES = {name: overrides if name == "defaults" else ["model.net.pool=[2,2,2]", *overrides]
-           for name, overrides in RECIPES.items()}
+# Every recipe above was measured while conf/ had the original pools, [2, 2, 2] (the default became
+# [2, 4, 4] in session 26), and those with experiment=cpu while it was 80 px (96 px since session 27).
+# Pinned first, so a recipe's own size and pools win, to keep their figures reproducible.
+
+
+def _as_measured(overrides: list[str]) -> list[str]:
+    size = ["data.image_size=80"] if "experiment=cpu" in overrides else []
+    return ["model.net.pool=[2,2,2]", *size, *overrides]
+
+
+RECIPES = {name: overrides if name == "defaults" else _as_measured(overrides) for name, overrides in RECIPES.items()}
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],

@@ -34,7 +34,7 @@ def test_user_facing_override_names(tmp_path):
 
 
 def test_cpu_experiment_is_a_whole_recipe(tmp_path):
-    """experiment=cpu: the CPU preset, 80 px, no MixUp, the mild surroundings swap in the model's
+    """experiment=cpu: the CPU preset, 96 px with the default's pools, no MixUp, the mild surroundings swap in the model's
     augmentation, flip TTA on the centre at the training zoom's mean, and an EMA of the weights that
     train.py builds."""
     from lightning.pytorch.callbacks import WeightAveraging
@@ -45,11 +45,11 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 50
     assert cfg.trainer.max_epochs % cfg.trainer.check_val_every_n_epoch == 0  # the last epoch is validated
     model = instantiate(cfg.model)
-    assert model.net.image_size == 80 and model.net.fc1.in_features == 128 * 10 * 10  # the original pools: 80 / 8
+    assert model.net.image_size == 96 and model.net.fc1.in_features == 128 * 3 * 3  # pools 2, 4, 4: 96 / 32
     assert cfg.model.mixup == 0 and cfg.model.tta_flip is True
     assert model.augment.frame_swap == 0.25 and model.augment.frame_keep == (0.6, 0.9)
     assert cfg.model.eval_zoom == sum(cfg.model.augment.scale) / 2 == 0.875
-    x = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
+    x = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
     with torch.no_grad():
         model.eval()
         view = centre_zoom(x, 0.875)
@@ -136,13 +136,21 @@ def test_gpu_and_cpu_presets(tmp_path):
 
 def test_named_recipes_keep_the_pools_they_were_measured_with(tmp_path):
     """bench/recipes.py's figures in RESULTS.md were measured with the original pools, the default
-    until session 26: a recipe that names no pools must still get them, and `defaults` follows conf/."""
+    until session 26, and experiment=cpu's at 80 px until session 27: a recipe that names neither
+    must still get them, and `defaults` follows conf/."""
     sys.path.insert(0, str(ROOT / "bench"))
     from recipes import RECIPES
 
     def pools(recipe: str) -> list[int]:
         return list(compose_train(tmp_path, ["data.root=/x", *RECIPES[recipe]]).model.net.pool)
 
+    def size(recipe: str) -> int:
+        return compose_train(tmp_path, ["data.root=/x", *RECIPES[recipe]]).data.image_size
+
     assert pools("defaults") == list(compose_train(tmp_path, ["data.root=/x"]).model.net.pool) == [2, 4, 4]
     assert pools("pool222") == pools("zoomout") == pools("cpu_40") == pools("original_seed") == [2, 2, 2]
     assert pools("pool244") == [2, 4, 4] and pools("cpu_40_pool442") == [4, 4, 2]  # a recipe's own pools win
+    assert size("cpu_50_swap_mild") == size("cpu_40_pool442") == 80 and size("zoomout") == 224
+    assert size("cpu_pool244_96px") == 96 and pools("cpu_pool244_96px") == [2, 4, 4]  # and its own size
+    assert compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_pool244_96px"]]) == compose_train(
+        tmp_path, ["data.root=/x", "experiment=cpu"])  # what experiment=cpu became in session 27
