@@ -121,11 +121,16 @@ def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
     return [f"{key} {old} -> {new}" for key, old, new in _changes(stored, cfg)]
 
 
+def _stored_config(ckpt: dict) -> dict | None:
+    """The config of the run that saved ``ckpt`` (train.py keeps it under "catdog"; older files lack it)."""
+    return (ckpt.get("catdog") or {}).get("config")
+
+
 def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str:
     """One line: which run this one continues, from where, and what it changes."""
     path = Path(path)
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    changed = settings_diff((ckpt.get("catdog") or {}).get("config"), cfg)
+    changed = settings_diff(_stored_config(ckpt), cfg)
     return (f"continuing run {run} from {path.name} (saved at epoch {ckpt.get('epoch', '?')}, step {ckpt.get('global_step', '?')}); "
             + (f"settings changed from the checkpoint's: {', '.join(changed)}" if changed else "same settings as the checkpoint's"))
 
@@ -165,7 +170,7 @@ def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConf
         return
     first = differ[0]
     where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
-    changed = [(k, _checkpoint_value(k, old)) for k, old, _ in _changes((ckpt.get("catdog") or {}).get("config"), cfg)
+    changed = [(k, _checkpoint_value(k, old)) for k, old, _ in _changes(_stored_config(ckpt), cfg)
                if _shapes_network(k, cfg)]
     back = " ".join(_as_override(k, old) for k, old in changed if old != UNSET)
     if not back:
