@@ -117,6 +117,9 @@ RECIPES: dict[str, list[str]] = {
     # experiment=cpu with the default's pools at 96 px, the multiple of 32 nearest 80: about the conv work
     # of 80 px with the original pools, conv3 seeing 54 px of 96 instead of 22 of 80 (session 26).
     "cpu_pool244_96px": ["experiment=cpu", "data.image_size=96", "model.net.pool=[2,4,4]"],
+    # The small-data recipe (cpu_150_mixup) in experiment=cpu's shape since session 27: 96 px, pools 2, 4, 4 (session 28).
+    "cpu_small_96px": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150", "data.image_size=96",
+                       "model.net.pool=[2,4,4]"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "pool222": [],  # the default recipe as it was until session 26: the original pools (pinned below)
