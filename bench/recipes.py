@@ -33,6 +33,7 @@ _CPU_S15 = ["experiment=cpu", "model.augment.frame_swap=0"]
 _CPU30 = [*_CPU_S15, "trainer.max_epochs=30"]  # experiment=cpu's length until session 14
 _CPU40 = ["experiment=cpu", "trainer.max_epochs=40"]  # experiment=cpu as it is now, for the default recipe's 40 epochs
 _SWAP_MILD = ["model.augment.frame_swap=0.25", "model.augment.frame_keep=[0.6,0.9]"]  # the maps issue's milder swap
+_SMALL = [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150"]  # experiment=cpu_small as measured (session 12)
 _EMA = ["+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging", "+callbacks.ema.decay=0.998"]
 RECIPES: dict[str, list[str]] = {
     "original_seed": ["experiment=seed"],
@@ -103,8 +104,8 @@ RECIPES: dict[str, list[str]] = {
     # photos' 7,500; the same number of steps is 150 epochs.
     "cpu_100": [*_CPU_S15, "model.mixup=0", "trainer.max_epochs=100"],
     "cpu_150": [*_CPU_S15, "model.mixup=0", "trainer.max_epochs=150"],
-    "cpu_150_mixup": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150"],
-    "cpu_150_mixup_swap_mild": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150", *_SWAP_MILD],
+    "cpu_150_mixup": _SMALL,
+    "cpu_150_mixup_swap_mild": [*_SMALL, *_SWAP_MILD],
     # Issue 14 at 224 px on a GPU (session 25): experiment=cpu's training (EMA, flip TTA, the centre
     # view, the mild swap) for the default's 40 epochs, and larger max-pools, which widen what the three
     # blocks see (conv3's window: 22 px with the original's 2x2, 54 px with 2, 4, 4, 74 px with 4, 4, 2).
@@ -118,8 +119,7 @@ RECIPES: dict[str, list[str]] = {
     # of 80 px with the original pools, conv3 seeing 54 px of 96 instead of 22 of 80 (session 26).
     "cpu_pool244_96px": ["experiment=cpu", "data.image_size=96", "model.net.pool=[2,4,4]"],
     # The small-data recipe (cpu_150_mixup) in experiment=cpu's shape since session 27: 96 px, pools 2, 4, 4 (session 28).
-    "cpu_small_96px": [*_CPU_S15, "model.mixup=0.2", "trainer.max_epochs=150", "data.image_size=96",
-                       "model.net.pool=[2,4,4]"],
+    "cpu_small_96px": [*_SMALL, "data.image_size=96", "model.net.pool=[2,4,4]"],
     "previous_defaults": ["optimizer=adam", "scheduler=cosine", "model.net.batch_norm=false",
                           "model.augment.scale=[1.0,1.0]", "trainer.max_epochs=20"],  # before issue 7's screen
     "pool222": [],  # the default recipe as it was until session 26: the original pools (pinned below)
