@@ -61,14 +61,15 @@ def test_cpu_experiment_is_a_whole_recipe(tmp_path):
 
 def test_cpu_small_experiment_is_the_measured_small_data_recipe(tmp_path):
     """experiment=cpu_small composes to exactly what RESULTS.md measured for a few thousand photos
-    (bench/recipes.py's cpu_150_mixup): experiment=cpu for 150 epochs, MixUp, no surroundings swap."""
+    (bench/recipes.py's cpu_small_96px): experiment=cpu for 150 epochs, MixUp, no surroundings swap, at
+    experiment=cpu's 96 px and pools 2, 4, 4."""
     sys.path.insert(0, str(ROOT / "bench"))
     from recipes import RECIPES
 
     cfg = compose_train(tmp_path, ["experiment=cpu_small", "data.root=/x"])
-    assert cfg == compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_150_mixup"]])
+    assert cfg == compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_small_96px"]])
     assert (cfg.trainer.max_epochs, cfg.model.mixup, cfg.model.augment.frame_swap) == (150, 0.2, 0)
-    assert cfg.data.image_size == 80 and list(cfg.model.net.pool) == [2, 2, 2] and "ema" in cfg.callbacks
+    assert cfg.data.image_size == 96 and list(cfg.model.net.pool) == [2, 4, 4] and "ema" in cfg.callbacks
 
 
 def test_seed_experiment_is_the_original_recipe(tmp_path):
