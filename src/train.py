@@ -96,6 +96,12 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_pa
     return metrics
 
 
+def tensorboard_logdir(output_dir: str, output_root: str) -> str:
+    """The folder to point TensorBoard at: every run's, to compare them, unless this run was put
+    outside it (hydra.run.dir=…), where that folder would not show it."""
+    return output_root if Path(output_dir).resolve().is_relative_to(Path(output_root).resolve()) else output_dir
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     check_data_root(cfg.data.get("root"))
@@ -131,7 +137,8 @@ def train(cfg: DictConfig) -> dict:
 
     if trainer.is_global_zero:
         log.info("run folder: %s", cfg.paths.output_dir)
-        log.info("browse it:  tensorboard --logdir %s --samples_per_plugin images=1000", cfg.paths.output_root)
+        log.info("browse it:  tensorboard --logdir %s --samples_per_plugin images=1000",
+                 tensorboard_logdir(cfg.paths.output_dir, cfg.paths.output_root))
     objective = metrics.get(cfg.optimized_metric, math.nan)
     return {"metrics": metrics, "objective": objective, "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", "")}
 

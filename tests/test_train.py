@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import ROOT, TINY, compose_train, run_cli
-from train import train
+from train import tensorboard_logdir, train
 
 
 
@@ -40,6 +40,12 @@ def test_training_run_through_compose(tmp_path, synthetic_root):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain data only
     assert ckpt["catdog"]["classes"] == ["cat", "dog"]
     assert ckpt["catdog"]["net"]["image_size"] == 32
+
+
+def test_the_tensorboard_hint_points_at_a_folder_that_shows_the_run(tmp_path):
+    root = tmp_path / "outputs"
+    assert tensorboard_logdir(str(root / "2026-12-05" / "07-40-45"), str(root)) == str(root)  # beside the other runs
+    assert tensorboard_logdir(str(tmp_path / "elsewhere"), str(root)) == str(tmp_path / "elsewhere")  # hydra.run.dir=…
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
