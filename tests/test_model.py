@@ -4,6 +4,7 @@ the LightningModule trains any network, for any number of classes the config nam
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from catdog.errors import UserError
-from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint
+from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
 from catdog.model.classifier import Classifier
 from catdog.model.image_input import IMAGENET_MEAN, IMAGENET_STD, ImageInput
 from catdog.model.simple_cnn import SimpleCNN
@@ -63,6 +64,24 @@ def test_a_checkpoint_written_by_the_previous_main_loads_and_scores_the_same():
     with torch.no_grad():
         log_probs = net(images).log_softmax(dim=1)
     assert torch.allclose(log_probs, torch.tensor(reference["log_probs"]), atol=1e-6)
+
+
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path):
+    """A photo, a text file or a copy cut short: one line saying so, not a traceback and not a
+    false alarm about code in the file (which is kept for files that name a callable)."""
+    write_image(tmp_path / "cat.jpg")
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n" * 50)
+    (tmp_path / "junk.ckpt").write_text("junk\n")
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, tmp_path / "whole.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "whole.ckpt").read_bytes()[:2000])
+    for name, expected in [("cat.jpg", "is not a PyTorch checkpoint"), ("notes.ckpt", "is not a PyTorch checkpoint"),
+                           ("junk.ckpt", "is not a PyTorch checkpoint"),
+                           ("cut.ckpt", "(damaged or cut short)")]:
+        with pytest.raises(UserError, match=re.escape(expected)) as err:
+            load_checkpoint(tmp_path / name)
+        assert "could run code" not in str(err.value)
+    with pytest.raises(UserError, match="is a folder: give the path of a .ckpt file in it"):
+        resolve_ckpt_path(str(tmp_path))
 
 
 @pytest.mark.parametrize("options", [

@@ -33,6 +33,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_root: str | Path = "outputs"
         return None
     if str(ckpt_path) == "last":
         return str(find_last(output_root, current, job))
+    if Path(ckpt_path).is_dir():
+        raise UserError(f"ckpt_path={ckpt_path} is a folder: give the path of a .ckpt file in it (or ckpt_path=last)")
     if not Path(ckpt_path).is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist: give the path of a .ckpt file (or ckpt_path=last)")
     return str(ckpt_path)
@@ -51,16 +53,25 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        blocked = [line for line in str(err).splitlines() if "GLOBAL" in line]  # a callable the file names: code
+        if not blocked:  # not a pickle at all (a photo, a text file)
+            raise _not_a_checkpoint(path) from None
         raise UserError(
             f"refusing to load {path}: it holds pickled Python objects, not only weights and plain data, "
-            f"and loading them could run code ({first[:160]})"
+            f"and loading them could run code ({blocked[0].strip()[:160]})"
         ) from None
+    except KeyError:  # the legacy (pre-zip) reader, on a short file that is no pickle
+        raise _not_a_checkpoint(path) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:160]})") from None
+        why = "damaged or cut short" if "corrupted" in str(err) else (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({why}): copy it again or give another .ckpt") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint or a state_dict")
     return ckpt
+
+
+def _not_a_checkpoint(path: str | Path) -> UserError:
+    return UserError(f"{path} is not a PyTorch checkpoint: give a .ckpt file that train.py saved")
 
 
 def _options_from_state_dict(state: dict) -> dict:
