@@ -26,7 +26,7 @@ from catdog.data.files import find_labelled
 from catdog.errors import DiskFullError, UserError
 from catdog.model.checkpoint_load import load_checkpoint
 from catdog.model.checkpoint_save import AtomicCheckpointIO
-from catdog.model.resume import find_last
+from catdog.model.resume import check_trains_further, find_last
 from catdog.preflight import check_space, check_writable
 from helpers import ROOT, TINY, run_cli, run_train_main
 
@@ -194,6 +194,29 @@ def test_last_is_the_newest_run_and_one_without_it_names_the_run_to_resume(tmp_p
     (tmp_path / "runs" / "old" / "checkpoints" / "last.ckpt").write_bytes(b"last")
     os.utime(tmp_path / "runs" / "old" / "checkpoints", (10.0, 10.0))
     assert find_last(tmp_path, current) == tmp_path / "runs" / "old" / "checkpoints" / "last.ckpt"
+
+
+def test_last_passes_over_a_run_that_failed_before_its_first_save(tmp_path):
+    """A wrong setting or unreadable data stops a run with result.json "failed" and nothing trained:
+    `last` still means the run before it; a run killed before its first save (no result) still stops it."""
+    a = fake_run(tmp_path / "runs" / "a", 1.0)
+    failed = fake_run(tmp_path / "runs" / "b", 2.0, last=False)
+    (failed / "result.json").write_text(json.dumps({"status": "failed", "error": "no images found"}))
+    assert find_last(tmp_path, tmp_path / "runs" / "c") == a / "checkpoints" / "last.ckpt"
+    killed = fake_run(tmp_path / "runs" / "d", 3.0, last=False)
+    with pytest.raises(UserError, match=f"the newest run, {re.escape(str(killed))}, has no checkpoints/last.ckpt"):
+        find_last(tmp_path, tmp_path / "runs" / "c")
+
+
+def test_resuming_a_run_that_reached_max_epochs_is_refused_before_its_folder_is_marked(tmp_path):
+    finished = {"epoch": 1, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 2, "completed": 1}}}}}
+    with pytest.raises(UserError, match="has already trained 2 epochs, trainer.max_epochs=2: raise trainer.max_epochs"):
+        check_trains_further("last.ckpt", finished, 2)
+    check_trains_further("last.ckpt", finished, 3)  # longer: trains on
+    interrupted = {"epoch": 1, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 1}}}}}
+    check_trains_further("last.ckpt", interrupted, 2)  # stopped inside its last epoch: finishes it
+    with pytest.raises(UserError):
+        check_trains_further("student.ckpt", {"epoch": 4}, 5)  # no loop state: counted from the epoch
 
 
 def test_last_in_a_sweep_is_the_same_job_of_the_newest_earlier_sweep(tmp_path):

@@ -9,7 +9,8 @@ job's name when it is a sweep job). ``last`` is then the ``checkpoints/last.ckpt
 - first of all, the run's own folder, when it has one: a job requeued into the same folder
   (``hydra.run.dir=outputs/runs/$SLURM_JOB_ID``) continues itself.
 
-Where that run has no ``last.ckpt`` (killed before its first save, or failed before training),
+Runs that stopped with an error before their first save (``result.json`` says "failed") never
+trained, so ``last`` passes over them. Where the run it means has no ``last.ckpt`` (killed before its first save),
 one line says so and names the newest such run that has one, with the override that resumes
 it: a run is never continued silently in place of a newer one. Folders from before run.json
 count too, dated by their Hydra or checkpoints folder. A checkpoint whose network has another
@@ -46,6 +47,16 @@ class Run:
     def last(self) -> Path:
         return self.folder / "checkpoints" / "last.ckpt"
 
+    @property
+    def failed_unsaved(self) -> bool:
+        """Stopped with an error (a wrong setting, unreadable data) before its first checkpoint."""
+        if self.last.is_file():
+            return False
+        try:
+            return json.loads((self.folder / "result.json").read_text()).get("status") == "failed"
+        except (OSError, ValueError, AttributeError):
+            return False  # no result: killed, or still running
+
 
 def mark_run(folder: str | os.PathLike, job: str | None) -> None:
     """Record that a training run starts in ``folder`` (once: DDP ranks re-run the command there)."""
@@ -81,7 +92,8 @@ def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None 
     current = Path(current).resolve() if current else None
     if current is not None and (current / "checkpoints" / "last.ckpt").is_file():
         return current / "checkpoints" / "last.ckpt"  # this run's own earlier life (a job requeued into its folder)
-    runs = [r for r in training_runs(output_root) if r.folder.resolve() != current and job in (ANY_JOB, r.job)]
+    runs = [r for r in training_runs(output_root)
+            if r.folder.resolve() != current and job in (ANY_JOB, r.job) and not r.failed_unsaved]
     sweep = job not in (None, ANY_JOB)
     if not runs:
         where = f"no earlier sweep under {output_root}/ has a job named {job}" if sweep else f"no earlier training run under {output_root}/"
@@ -94,7 +106,17 @@ def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None 
     hint = (f"the newest {what} that has one is {saved[-1].folder}: to continue it, use ckpt_path={saved[-1].last}"
             if saved else f"no earlier {what} has one either: start without ckpt_path")
     raise UserError(f"ckpt_path=last: the newest {'earlier ' if sweep else ''}{what}, {newest.folder}, has no checkpoints/last.ckpt "
-                    f"(it stopped before its first save: killed, or failed before training); {hint}")
+                    f"(it stopped before its first save: killed?); {hint}")
+
+
+def check_trains_further(path: str | os.PathLike, ckpt: dict, max_epochs: object) -> None:
+    """Refuse to resume a run that already reached ``max_epochs``: Lightning would train nothing, and the
+    new run folder would hold no checkpoint. Counted as Lightning's fit loop counts (epochs processed)."""
+    progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    done = (progress.get("current") or {}).get("processed", ckpt.get("epoch", -1) + 1)
+    if isinstance(max_epochs, int) and 0 < max_epochs <= done:
+        raise UserError(f"ckpt_path={path} has already trained {done} epochs, trainer.max_epochs={max_epochs}: "
+                        f"raise trainer.max_epochs to train it further (src/eval.py scores it as it is)")
 
 
 def _changes(stored: dict | None, cfg: DictConfig) -> list[tuple[str, object, object]]:
