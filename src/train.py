@@ -25,7 +25,8 @@ from catdog.allocator import apply_keep_freed_memory
 from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
-from catdog.model.resume import check_same_network, check_trains_further, describe_resume, mark_run
+from catdog.model.resume import (check_same_network, check_same_optimizer, check_trains_further, describe_resume,
+                                 mark_run)
 from catdog.preflight import check_last_epoch_validated, check_space, check_writable
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task, is_multirun
@@ -114,6 +115,7 @@ def train(cfg: DictConfig) -> dict:
     if ckpt_path:  # refuse a file that would run code, or a network of another shape, now, not after the data is prepared
         ckpt = load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the checks read no weights
         check_same_network(ckpt_path, ckpt, model, cfg)  # before this run marks its folder: `last` still means that run
+        check_same_optimizer(ckpt_path, ckpt, cfg)
         check_trains_further(ckpt_path, ckpt, cfg.trainer.get("max_epochs"))
         log.info(describe_resume(ckpt_path, ckpt, cfg))
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import catdog.data.cache as cache_mod
 from catdog.callbacks import last_checkpoint
@@ -26,7 +27,7 @@ from catdog.data.files import find_labelled
 from catdog.errors import DiskFullError, UserError
 from catdog.model.checkpoint_load import load_checkpoint
 from catdog.model.checkpoint_save import AtomicCheckpointIO
-from catdog.model.resume import check_trains_further, find_last
+from catdog.model.resume import check_same_optimizer, check_trains_further, find_last
 from catdog.preflight import check_space, check_writable
 from helpers import ROOT, TINY, run_cli, run_train_main
 
@@ -217,6 +218,15 @@ def test_resuming_a_run_that_reached_max_epochs_is_refused_before_its_folder_is_
     check_trains_further("last.ckpt", interrupted, 2)  # stopped inside its last epoch: finishes it
     with pytest.raises(UserError):
         check_trains_further("student.ckpt", {"epoch": 4}, 5)  # no loop state: counted from the epoch
+
+
+def test_resuming_with_another_optimizer_is_refused_in_one_line(tmp_path):
+    saved = {"catdog": {"config": {"optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-3}}}}
+    sgd = OmegaConf.create({"optimizer": {"_target_": "torch.optim.SGD", "lr": 1e-2}})
+    with pytest.raises(UserError, match="trained with torch.optim.AdamW, this run asks for torch.optim.SGD: .* drop the optimizer"):
+        check_same_optimizer("last.ckpt", saved, sgd)
+    check_same_optimizer("last.ckpt", saved, OmegaConf.create({"optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-4}}))
+    check_same_optimizer("student.pth", {"state_dict": {}}, sgd)  # a file that names no optimizer: nothing to compare
 
 
 def test_last_in_a_sweep_is_the_same_job_of_the_newest_earlier_sweep(tmp_path):

@@ -182,6 +182,16 @@ def _as_override(key: str, value: object) -> str:
     return f"'{key}={str(value).replace(' ', '').replace(chr(39), '')}'"
 
 
+def check_same_optimizer(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> None:
+    """The saved optimizer state (Adam's moments, SGD's momentum) loads only into the optimizer that
+    wrote it: another one is refused here, in one line, not by a KeyError inside its first step."""
+    before = ((_stored_config(ckpt) or {}).get("optimizer") or {}).get("_target_")
+    now = (cfg.get("optimizer") or {}).get("_target_")
+    if before and now and before != now:
+        raise UserError(f"{path} was trained with {before}, this run asks for {now}: its saved optimizer state continues "
+                        f"only the same optimizer; drop the optimizer override, or start without ckpt_path")
+
+
 def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConfig) -> None:
     """A run continues only a network of its own shape. Where a setting changed it (a new default's
     pools or image size, say), one line names the settings that bring the checkpoint's back,
