@@ -36,7 +36,8 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     except OSError as err:
         full = err.errno in (errno.ENOSPC, errno.EDQUOT)
         reason = "the disk is full" if full else (err.strerror or str(err))
-        raise UserError(f"cannot write to {what} {folder} ({reason}): free some space or point {what} elsewhere") from None
+        fix = "free some space or point {} elsewhere" if full else "point {} at a folder you can write to"
+        raise UserError(f"cannot write to {what} {folder} ({reason}): {fix.format(what)}") from None
     finally:
         try:
             probe.unlink(missing_ok=True)

@@ -85,8 +85,9 @@ def method_names() -> list[str]:
     return [*METHODS, *GRADIENT_FREE]
 
 
-def _conv_layer_names(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+def _map_layer_names(model: nn.Module) -> list[str]:
+    """The layers a map is usually taken at: each convolution and the activation after it (relu2, the default)."""
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.ReLU))]
 
 
 def find_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -95,7 +96,7 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
     except AttributeError:
         raise UserError(
             f"gradcam layer {layer!r} is not a submodule of {type(model).__name__}; "
-            f"conv layers: {', '.join(_conv_layer_names(model)) or '(none)'}"
+            f"its layers with maps: {', '.join(_map_layer_names(model)) or '(none)'}"
         ) from None
 
 
