@@ -97,8 +97,10 @@ def make_cams(cfg: DictConfig) -> dict:
         writer = csv.writer(f)
         writer.writerow(["path", "picture", "predicted", f"p_{classes[dog]}"])
         writer.writerows((p, png, pred, f"{pd:.6f}") for p, png, pred, pd in records)
-    log.info("%d pictures (%s at %s%s) in %s", len(records), cfg.method, cfg.layer, ", maps as .npy" if cfg.save_maps else "", out_dir)
-    return {"metrics": {"images": len(records), "skipped": len(decoded.bad)}, "objective": math.nan, "out_dir": str(out_dir)}
+    log.info("%d pictures (%s at %s%s) of %s in %s", len(records), cfg.method, cfg.layer,
+             ", maps as .npy" if cfg.save_maps else "", model.path, out_dir)
+    return {"metrics": {"images": len(records), "skipped": len(decoded.bad)}, "objective": math.nan, "out_dir": str(out_dir),
+            "checkpoint": model.path}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="cam")

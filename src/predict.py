@@ -107,10 +107,11 @@ def predict(cfg: DictConfig) -> dict:
 
     name = model.classes[dog]
     what = "0/1 labels" if cfg.hard_labels else f"P({name}) clipped to [{eps:g}, {1 - eps:g}]"
-    log.info("%d rows of %s (%d predicted %s), tta_flip=%s, eval_zoom=%g", len(keyed), what, int((predicted == dog).sum()),
-             name, str(view["tta_flip"]).lower(), view["eval_zoom"])
+    log.info("%d rows of %s (%d predicted %s) by %s, tta_flip=%s, eval_zoom=%g", len(keyed), what,
+             int((predicted == dog).sum()), name, model.path, str(view["tta_flip"]).lower(), view["eval_zoom"])
     print(csv_path, flush=True)
-    return {"metrics": {"rows": len(keyed), "skipped": len(bad)}, "objective": math.nan, "csv": str(csv_path)}
+    return {"metrics": {"rows": len(keyed), "skipped": len(bad)}, "objective": math.nan, "csv": str(csv_path),
+            "checkpoint": model.path}  # which model wrote the csv, when ckpt_path=last named none
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

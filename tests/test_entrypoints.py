@@ -191,6 +191,7 @@ def test_predict_cli_writes_a_kaggle_submission(tmp_path, trained, test1):
     assert proc.returncode == 0, proc.stderr[-3000:]
     csv_path = Path(proc.stdout.strip().splitlines()[-1])  # the path is printed last
     assert csv_path.is_file() and csv_path.parent.parent == tmp_path / "predict"
+    assert json.loads((csv_path.parent / "result.json").read_text())["checkpoint"] == str(trained["ckpt"])  # which model wrote it
     rows = read_csv(csv_path)
     assert rows[0] == ["id", "label"]
     assert [r[0] for r in rows[1:]] == ["1", "2", "7", "10", "extra"]  # numeric order, names after
@@ -244,6 +245,7 @@ def test_cam_cli_writes_pictures_and_maps_and_skips_bad_files(tmp_path, trained,
                    "save_maps=true", "method=gradcam++", "device=cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "cam").iterdir()
+    assert json.loads((run / "result.json").read_text())["checkpoint"] == str(trained["ckpt"])
     pictures = sorted(p.name for p in run.glob("*.png"))
     assert pictures == sorted(["1_jpg.png", "1_png.png", "2.png", "7.png", "10.png", "extra.png"])
     with Image.open(run / "7.png") as img:
