@@ -27,7 +27,7 @@ from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
 from catdog.model.resume import (check_same_network, check_same_optimizer, check_trains_further, describe_resume,
                                  mark_run)
-from catdog.preflight import check_last_epoch_validated, check_space, check_writable
+from catdog.preflight import check_accelerator, check_last_epoch_validated, check_space, check_writable
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task, is_multirun
 
@@ -103,10 +103,24 @@ def tensorboard_logdir(output_dir: str, output_root: str) -> str:
     return output_root if Path(output_dir).resolve().is_relative_to(Path(output_root).resolve()) else output_dir
 
 
+def log_outcome(metrics: dict[str, float], cfg: DictConfig, loggers: list) -> None:
+    """The final scores, the run folder, and how to browse it: what a user looks for once a run ends."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    scores = [f"{k} {metrics[k]:.4f}" for k in ("train/acc", "val/acc", "val/loss", "test/acc", "test/loss") if k in metrics]
+    if scores:
+        log.info("final: %s", ", ".join(scores))
+    log.info("run folder: %s", cfg.paths.output_dir)
+    if any(isinstance(logger, TensorBoardLogger) for logger in loggers):  # other loggers have their own viewers
+        log.info("browse it:  tensorboard --logdir %s --samples_per_plugin images=1000",
+                 tensorboard_logdir(cfg.paths.output_dir, cfg.paths.output_root))
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then test the best checkpoint; returns the final metrics and the optimized one."""
     check_data_root(cfg.data.get("root"))
     check_last_epoch_validated(cfg.trainer.get("max_epochs"), cfg.trainer.get("check_val_every_n_epoch"))
+    check_accelerator(cfg.trainer.get("accelerator"))
     apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch: each step then reuses the last one's pages
     L.seed_everything(cfg.seed, workers=True)
     job = sweep_job()
@@ -139,9 +153,7 @@ def train(cfg: DictConfig) -> dict:
     finish_loggers(loggers)
 
     if trainer.is_global_zero:
-        log.info("run folder: %s", cfg.paths.output_dir)
-        log.info("browse it:  tensorboard --logdir %s --samples_per_plugin images=1000",
-                 tensorboard_logdir(cfg.paths.output_dir, cfg.paths.output_root))
+        log_outcome(metrics, cfg, loggers)
     objective = metrics.get(cfg.optimized_metric, math.nan)
     return {"metrics": metrics, "objective": objective, "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", "")}
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from catdog.errors import UserError
+from catdog.preflight import check_accelerator
 from helpers import ROOT, TINY, compose_train, run_cli
 from train import tensorboard_logdir, train
 
@@ -128,8 +130,9 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         # experiment=cpu validates every 5 epochs: a shorter run would end unvalidated, with no best checkpoint
         (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
         (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use never"),
+        (["trainer.max_epochs=abc", "data.root=."], "trainer.max_epochs=abc is not a whole number of epochs"),
     ],
-    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting"],
+    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting", "epochs-not-a-number"],
 )
 def test_user_errors_exit_with_one_line(tmp_path, args, message):
     proc = run_cli("train", *args, f"paths.output_root={tmp_path}", "~logger")
@@ -137,6 +140,14 @@ def test_user_errors_exit_with_one_line(tmp_path, args, message):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_gpu_trainer_without_a_gpu_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="trainer.accelerator=gpu but no CUDA GPU is visible here: use trainer=cpu"):
+        check_accelerator("gpu")
+    check_accelerator("auto")  # takes what there is
+    check_accelerator("cpu")
 
 
 def test_wrong_override_is_reported_by_hydra_without_traceback(tmp_path):

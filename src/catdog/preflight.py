@@ -3,7 +3,7 @@
 ``OutputCheck`` is a Hydra callback: it runs before Hydra creates the run (or sweep) folder,
 which would otherwise fail with a traceback on a read-only or full disk. ``check_space`` is
 called by train.py once it knows the sizes of the checkpoints and the decoded-image cache;
-``check_last_epoch_validated`` before anything is trained.
+``check_last_epoch_validated`` and ``check_accelerator`` before anything is trained.
 """
 
 from __future__ import annotations
@@ -54,9 +54,20 @@ def check_space(folder: str | os.PathLike, need_bytes: int, what: str) -> None:
         )
 
 
+def check_accelerator(accelerator: str | None) -> None:
+    """trainer=gpu on a machine without one: one line, not Lightning's error wrapped by Hydra's instantiate."""
+    import torch
+
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here: "
+                        "use trainer=cpu, or trainer=default (which takes a GPU where there is one)")
+
+
 def check_last_epoch_validated(max_epochs: int | None, every: int | None) -> None:
     """Validation every ``every`` epochs must fall on the last one: the final metrics, the best
     checkpoint and a sweep's objective come from it (Lightning would silently skip it)."""
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int)):
+        raise UserError(f"trainer.max_epochs={max_epochs} is not a whole number of epochs: give one, e.g. trainer.max_epochs=40")
     if every and every > 1 and max_epochs and max_epochs > 0 and max_epochs % every:
         raise UserError(f"trainer.max_epochs={max_epochs} is not a multiple of trainer.check_val_every_n_epoch={every}, "
                         f"so the last epoch would not be validated: use a multiple of {every}, "
