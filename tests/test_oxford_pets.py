@@ -52,6 +52,12 @@ def test_a_folder_whose_list_names_none_of_its_images_is_one_user_error(tmp_path
         find_labelled(root)
 
 
+def test_its_images_folder_given_as_the_root_names_the_parent(tmp_path) -> None:
+    root = write_oxford_pets(tmp_path / "pets")
+    with pytest.raises(UserError, match=f"looks like Oxford-IIIT Pet's images/: point data.root at {root}"):
+        find_labelled(root / "images")
+
+
 def test_eval_reads_an_oxford_folder(tmp_path, trained, capsys) -> None:
     from eval import evaluate
     from helpers import compose_train, read_csv

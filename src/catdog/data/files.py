@@ -94,6 +94,9 @@ def _kaggle_flat(root: Path, files: list[Path], ignored: list) -> FileList:
         (names if match else unlabelled).append(match["label"] if match else f.name)
     if unlabelled:
         example = unlabelled[0]
+        if root.name == "images" and (root.parent / "annotations").is_dir():  # Oxford-IIIT Pet's, one level too deep
+            raise UserError(f"{root} looks like Oxford-IIIT Pet's images/: point data.root at {root.parent}, "
+                            "whose annotations/ label them")
         raise UserError(
             f"{root} has {len(unlabelled)} images like '{example}' whose class is neither a name prefix "
             "(Kaggle's cat.N.jpg) nor a sub-folder (cat/, dog/); for unlabelled images such as "
