@@ -58,11 +58,12 @@ def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
-    from catdog.gradcam.render import Row, cam_grid, save_png
+    from catdog.gradcam.render import Row, cam_grid, palette, save_png
     from catdog.inference import decode_files, decoded_batches, load_model, require_some, run_network, select_device
     from catdog.model.evaluation import positive_class
 
-    weight_fn(str(cfg.method))  # a wrong method or layer fails here, before any file is decoded
+    weight_fn(str(cfg.method))  # a wrong method, colormap or layer fails here, before any file is decoded
+    palette(str(cfg.colormap))
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
     find_layer(model.net, str(cfg.layer))
     classes = model.classes

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from catdog.errors import UserError
 from catdog.gradcam import METHODS, grad_cam, grad_cam_with_logits
+from catdog.gradcam.render import palette
 from catdog.model.simple_cnn import SimpleCNN
 
 SIZE = 32
@@ -189,6 +190,9 @@ def test_unknown_method_and_layer_raise_user_error() -> None:
         grad_cam(model, x, layer="conv4")
     with pytest.raises(UserError, match="N, C, h, w"):
         grad_cam(model, x, layer="fc1")
+    with pytest.raises(UserError, match="colormap=nosuch is not one of matplotlib's colormaps"):
+        palette("nosuch")
+    assert palette("viridis").shape == (256, 3)
 
 
 def test_dotted_layer_path() -> None:

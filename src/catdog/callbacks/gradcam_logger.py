@@ -36,7 +36,7 @@ import torch
 
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
 from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
-from catdog.gradcam.render import Row, cam_grid, overlay, save_png, titled_rows
+from catdog.gradcam.render import Row, cam_grid, overlay, palette, save_png, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
@@ -63,6 +63,7 @@ class GradCamLogger(L.Callback):
     ) -> None:
         self.every_n_epochs, self.num_images, self.layer, self.method = every_n_epochs, num_images, layer, method
         self.score_images, self.top_losses, self.colormap, self.batch_size = score_images, top_losses, colormap, batch_size
+        palette(colormap)  # a typo stops the run now, not at its first validation
         self.probe_root, self.probe_images = probe, probe_images
         self.faithfulness_images, self.faithfulness_steps = faithfulness_images, faithfulness_steps
         self.faithfulness_every_n_epochs = faithfulness_every_n_epochs

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from catdog.errors import UserError
 from catdog.model.evaluation import positive_class
 
 TITLE_HEIGHT = 16
@@ -24,15 +25,18 @@ MIN_CELL = 128  # small training images are scaled up for display
 
 
 @functools.cache
-def _palette(name: str = "jet") -> np.ndarray:
+def palette(name: str = "jet") -> np.ndarray:
+    """matplotlib's colormap ``name`` as 256 RGB rows; an unknown name is a user's typo, said in one line."""
     from matplotlib import colormaps
 
+    if name not in colormaps:
+        raise UserError(f"colormap={name} is not one of matplotlib's colormaps: try jet, viridis, inferno or turbo")
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def heatmap(cams: torch.Tensor, colormap: str = "jet") -> torch.Tensor:
     """(N, H, W) maps in [0, 1] -> (N, 3, H, W) uint8 colour images."""
-    lut = torch.from_numpy(_palette(colormap)).to(cams.device)
+    lut = torch.from_numpy(palette(colormap)).to(cams.device)
     idx = (cams.clamp(0, 1) * 255).round().long()
     return lut[idx].permute(0, 3, 1, 2).contiguous()
 
