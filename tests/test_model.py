@@ -180,10 +180,16 @@ def test_a_folder_with_other_classes_than_the_config_says_is_one_clear_error(tmp
         train(compose_train(tmp_path, [f"data.root={tmp_path / 'data'}", *TINY, "~logger", "~callbacks.lr_monitor"]))
 
 
-@pytest.mark.parametrize("zoom", [0, -0.5, "abc"])
-def test_eval_zoom_must_be_a_positive_number(zoom):
+@pytest.mark.parametrize("zoom", [0, -0.5, "abc", 1.5])
+def test_eval_zoom_must_be_a_share_of_the_side(zoom):
     with pytest.raises(UserError, match=f"model.eval_zoom={zoom} must be above 0"):
         Classifier(TinyNet(["cat", "dog"]), ["cat", "dog"], partial(torch.optim.SGD, lr=0.1), eval_zoom=zoom)
+
+
+def test_an_optimizer_setting_torch_refuses_is_one_line():
+    model = Classifier(TinyNet(["cat", "dog"]), ["cat", "dog"], partial(torch.optim.SGD, lr=-1.0))
+    with pytest.raises(UserError, match="optimizer: Invalid learning rate: -1.0: fix it in optimizer"):
+        model.configure_optimizers()
 
 
 def test_warmed_up_ema_follows_a_short_run_and_settles_to_the_decay():

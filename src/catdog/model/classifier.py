@@ -210,7 +210,10 @@ class Classifier(L.LightningModule):
     # -- optimisation ----------------------------------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        try:
+            optimizer = self.optimizer_factory(params=self.parameters())
+        except ValueError as err:  # torch.optim's checks of its settings ("Invalid learning rate: -1")
+            raise UserError(f"optimizer: {err}: fix it in optimizer.*, e.g. optimizer.lr=1e-3") from None
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, **self._run_length_args(optimizer))

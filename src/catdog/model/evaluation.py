@@ -15,8 +15,9 @@ from catdog.errors import UserError
 
 def checked_zoom(value, name: str = "eval_zoom") -> float:
     """``value`` as the zoom ``log_probs`` takes, or one clear error naming the setting ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise UserError(f"{name}={value} must be above 0 (1: score the whole image)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:  # above 1: a black frame
+        raise UserError(f"{name}={value} must be above 0 and at most 1: the share of each image's side scored "
+                        "(1: the whole image)")
     return float(value)
 
 
