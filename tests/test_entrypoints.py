@@ -319,3 +319,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, trained, script):
     assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not marker.exists()
+
+
+def test_lightning_advert_is_dropped_and_its_other_messages_kept(caplog):
+    import logging
+
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from catdog.task import quiet_library_noise
+
+    quiet_library_noise()
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -73,6 +74,23 @@ def _user_error(err: BaseException) -> UserError | None:
     return err
 
 
+class _DropAdvert(logging.Filter):
+    """Lightning's "💡 Tip: … try installing litlogger" on every run without its own cloud logger: an
+    advert, not a finding about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_library_noise() -> None:
+    """Leave the console to what the run says: no advert, and no deprecation inside Lightning that a
+    user can do nothing about (its own pytree helper, on torch's newer API)."""
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdvert) for f in lightning_log.filters):  # once, however many sweep jobs
+        lightning_log.addFilter(_DropAdvert())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
     """Wrap a Hydra task that returns ``{"metrics": {...}, "objective": float}``.
 
@@ -87,6 +105,7 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
         from hydra.core.hydra_config import HydraConfig
 
         output_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+        quiet_library_noise()
         start = time.time()
         try:
             result = fn(cfg)
