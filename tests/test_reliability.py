@@ -211,7 +211,7 @@ def test_last_passes_over_a_run_that_failed_before_its_first_save(tmp_path):
         find_last(tmp_path, tmp_path / "runs" / "c")
 
 
-def test_resuming_a_run_that_reached_max_epochs_is_refused_before_its_folder_is_marked(tmp_path):
+def test_resuming_a_run_that_reached_max_epochs_is_refused(tmp_path):
     finished = {"epoch": 1, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 2, "completed": 1}}}}}
     with pytest.raises(UserError, match="has already trained 2 epochs, trainer.max_epochs=2: raise trainer.max_epochs"):
         check_trains_further("last.ckpt", finished, 2)

@@ -63,6 +63,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
         train(second)
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * steps_one_epoch
+    # Resumed again at the same length: refused before the new run marks its folder, so `last` still means "b".
+    again = compose_train(tmp_path / "a", [f"data.root={synthetic_root}", *TINY, "test=false", "trainer.max_epochs=2",
+                                           f"ckpt_path={tmp_path / 'b' / 'checkpoints' / 'last.ckpt'}"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(again.paths, "output_dir", str(tmp_path / "c"))
+        with pytest.raises(UserError, match="has already trained 2 epochs, trainer.max_epochs=2"):
+            train(again)
+    assert not (tmp_path / "c").exists()
     # The default one-cycle schedule was stretched to the longer run, not kept at the saved length.
     assert resumed["lr_schedulers"][0]["total_steps"] >= 2 * steps_one_epoch
 

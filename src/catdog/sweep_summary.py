@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdog.atomic_write import write_atomic
 from catdog.resolvers import optuna_direction
-from catdog.task import is_multirun
+from catdog.task import is_multirun, read_result
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +149,8 @@ class SweepSummary(Callback):
             pass
         match = re.match(r"(\d+)(?:_|$)", job_dir.name)
         row.num = int(match.group(1)) if match else None
-        try:
-            result = json.loads((job_dir / "result.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        result = read_result(job_dir)
+        if result is None:
             return row  # not finished yet, or the job never got to write it
         row.status = "ok" if result.get("status") == "ok" else "failed"
         row.metrics = {k: v for k, v in ((k, _number(v)) for k, v in (result.get("metrics") or {}).items()) if v is not None}

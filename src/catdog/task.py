@@ -57,13 +57,25 @@ def _is_rank_zero() -> bool:
     return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
 
 
+RESULT = "result.json"
+
+
 def _write_result(output_dir: str | None, result: dict) -> None:
     if output_dir and _is_rank_zero():
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            write_atomic(Path(output_dir) / "result.json", json.dumps(result, indent=2, default=str))
+            write_atomic(Path(output_dir) / RESULT, json.dumps(result, indent=2, default=str))
         except OSError as err:  # a full disk: the run's own message matters more than this file
-            log.warning("could not write %s/result.json (%s)", output_dir, err.strerror or err)
+            log.warning("could not write %s/%s (%s)", output_dir, RESULT, err.strerror or err)
+
+
+def read_result(run_dir: str | os.PathLike) -> dict | None:
+    """A run's ``result.json``; None where there is none yet (running, killed) or it is unreadable."""
+    try:
+        result = json.loads((Path(run_dir) / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def _user_error(err: BaseException) -> UserError | None:

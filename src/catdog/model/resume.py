@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from catdog.atomic_write import write_atomic
 from catdog.errors import UserError
 from catdog.model.simple_cnn import SimpleCNN
+from catdog.task import read_result
 
 MARK = "run.json"
 ANY_JOB = "*"  # find_last(job=ANY_JOB): single runs and sweep jobs alike
@@ -52,10 +53,7 @@ class Run:
         """Stopped with an error (a wrong setting, unreadable data) before its first checkpoint."""
         if self.last.is_file():
             return False
-        try:
-            return json.loads((self.folder / "result.json").read_text()).get("status") == "failed"
-        except (OSError, ValueError, AttributeError):
-            return False  # no result: killed, or still running
+        return (read_result(self.folder) or {}).get("status") == "failed"  # no result: killed, or still running
 
 
 def mark_run(folder: str | os.PathLike, job: str | None) -> None:
