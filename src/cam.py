@@ -24,6 +24,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from catdog.command_line import run_command_line
 from catdog.resolvers import register_resolvers
 from catdog.errors import UserError
 from catdog.task import hydra_task
@@ -111,4 +112,4 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

@@ -24,6 +24,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from catdog.command_line import run_command_line
 from catdog.errors import UserError
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task
@@ -145,4 +146,4 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

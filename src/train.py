@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.allocator import apply_keep_freed_memory
+from catdog.command_line import run_command_line
 from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
@@ -165,4 +166,4 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

@@ -42,10 +42,12 @@ def compose_train(tmp_path: Path, overrides: list[str], config_name: str = "trai
     return cfg
 
 
-def run_cli(script: str, *args: str, timeout: int = 300, cwd: Path = ROOT, test_modules: bool = False) -> subprocess.CompletedProcess:
-    """``python src/<script>.py args...`` as a user runs it; ``test_modules``: the test-only
-    callbacks of tests/ (killer.py) importable by ``_target_``. A hang fails the test."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS)} if test_modules else None
+def run_cli(script: str, *args: str, timeout: int = 300, cwd: Path = ROOT, test_modules: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python src/<script>.py args...`` as a user runs it, with ``env`` added to the environment;
+    ``test_modules``: the test-only callbacks of tests/ (killer.py) importable by ``_target_``. A
+    hang fails the test."""
+    env = {**os.environ, **(env or {}), **({"PYTHONPATH": str(TESTS)} if test_modules else {})}
     try:
         return subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *args], cwd=cwd,
                               capture_output=True, text=True, timeout=timeout, env=env)

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 
+from catdog.command_line import describe
 from catdog.data.augment import centre_zoom
 
 from helpers import ROOT, compose_train
@@ -155,3 +157,20 @@ def test_named_recipes_keep_the_pools_they_were_measured_with(tmp_path):
     assert size("cpu_pool244_96px") == 96 and pools("cpu_pool244_96px") == [2, 4, 4]  # and its own size
     assert compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_pool244_96px"]]) == compose_train(
         tmp_path, ["data.root=/x", "experiment=cpu"])  # what experiment=cpu became in session 27
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.max_epoch=40", "trainer.max_epoch is not a setting; did you mean trainer.max_epochs? "
+                             "(+trainer.max_epoch=40 would add it as a new one)"),
+    ("model.net.chanels=[8,8,8]", "did you mean model.net.channels?"),
+    ("zzz=3", "zzz is not a setting; `--cfg job` lists the settings (+zzz=3"),
+    ("experiment=cpuu", "there is no experiment named 'cpuu': did you mean experiment=cpu? (choices: cpu, cpu_small,"),
+    ("optimizer=adamm", "did you mean optimizer=adam? (choices: adam, adamw, sgd)"),
+    ("+experiment=cpu", "experiment is already in the config: drop the +, as in experiment=cpu"),
+    ("trainer.max_epochs=[1", "cannot read an override: no viable alternative at input '[1'"),
+])
+def test_command_line_mistakes_are_described_in_one_line(tmp_path, override, expected):
+    with pytest.raises((ConfigCompositionException, OverrideParseException)) as caught:
+        compose_train(tmp_path, [override])
+    message = describe(caught.value)
+    assert expected in message and "\n" not in message

@@ -158,10 +158,17 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line(monkeypatch):
     check_accelerator("cpu")
 
 
-def test_wrong_override_is_reported_by_hydra_without_traceback(tmp_path):
+def test_a_mistyped_override_is_one_line_with_the_key_meant(tmp_path):
     proc = run_cli("train", "data.rooot=/x", f"paths.output_root={tmp_path}")
-    assert proc.returncode != 0
-    assert "Could not override 'data.rooot'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: data.rooot is not a setting; did you mean data.root? (+data.rooot=/x would add it as a new one)"]
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_hydras_full_report_stays_available(tmp_path):
+    proc = run_cli("train", "data.rooot=/x", f"paths.output_root={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 1 and "ConfigCompositionException" in proc.stderr
 
 
 @pytest.mark.slow
