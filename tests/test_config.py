@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from catdog.command_line import describe
 from catdog.data.augment import centre_zoom
 
-from helpers import ROOT, compose_train
+from helpers import ROOT, compose_train, run_cli
 
 
 def test_default_config_builds_every_object(tmp_path):
@@ -174,3 +174,12 @@ def test_command_line_mistakes_are_described_in_one_line(tmp_path, override, exp
         compose_train(tmp_path, [override])
     message = describe(caught.value)
     assert expected in message and "\n" not in message
+
+
+def test_help_says_what_each_command_does_and_lists_groups_only_where_it_uses_them():
+    train, evaluate = run_cli("train", "--help"), run_cli("eval", "--help")
+    assert train.returncode == 0 and evaluate.returncode == 0
+    assert train.stdout.startswith("`python src/train.py`: train SimpleCNN") and "experiment: cpu, cpu_small" in train.stdout
+    assert evaluate.stdout.startswith("`python src/eval.py ckpt_path=... data.root=...`: test a checkpoint")
+    assert "experiment:" not in evaluate.stdout and "optimizer:" not in evaluate.stdout  # groups eval.py never reads
+    assert "eval_zoom: null" in evaluate.stdout  # its own settings
