@@ -186,7 +186,12 @@ def test_last_is_the_newest_run_and_one_without_it_names_the_run_to_resume(tmp_p
         find_last(tmp_path, current)
     message = str(err.value)
     assert "\n" not in message and f"the newest run, {b}, has no checkpoints/last.ckpt" in message
-    assert message.endswith(f"to continue it, use ckpt_path={a / 'checkpoints' / 'last.ckpt'}")
+    assert message.endswith(f"to continue it, give ckpt_path={a / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(UserError) as err:  # eval, predict and cam read the checkpoint: they say "use"
+        find_last(tmp_path, None, None)
+    assert str(err.value).endswith(f"to use it, give ckpt_path={a / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(UserError, match="no earlier training run under .* to use; train first"):
+        find_last(tmp_path / "empty")
 
     (b / "checkpoints" / "last.ckpt").write_bytes(b"last")
     assert find_last(tmp_path, current) == b / "checkpoints" / "last.ckpt"
@@ -242,8 +247,8 @@ def test_last_in_a_sweep_is_the_same_job_of_the_newest_earlier_sweep(tmp_path):
         find_last(tmp_path, tmp_path / "s3" / "0_lr=1", "0_lr=1")
     assert f"the newest earlier run of this job, {killed}, has no checkpoints/last.ckpt" in str(err.value)
     assert str(err.value).endswith(f"the newest run of this job that has one is {first}: to continue it, "
-                                   f"use ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
-    with pytest.raises(UserError, match="no earlier sweep under .* has a job named 2_lr=3 to resume"):
+                                   f"give ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(UserError, match="no earlier sweep under .* has a job named 2_lr=3 to continue"):
         find_last(tmp_path, tmp_path / "s3" / "2_lr=3", "2_lr=3")
 
 
@@ -256,7 +261,7 @@ def test_after_a_sigkilled_run_last_names_the_run_to_resume_which_logs_what_chan
     with pytest.raises(UserError) as err:  # what `ckpt_path=last` now says, in one line
         find_last(tmp_path, tmp_path / "c")
     assert f"the newest run, {tmp_path / 'b'}, has no checkpoints/last.ckpt" in str(err.value)
-    override = str(err.value).rsplit("use ", 1)[1]
+    override = str(err.value).rsplit("give ", 1)[1]
     assert override == f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"
 
     c = train_forked(tmp_path, "c", synthetic_root, override, "trainer.max_epochs=2", "optimizer.lr=0.01")

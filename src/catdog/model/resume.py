@@ -93,15 +93,16 @@ def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None 
     runs = [r for r in training_runs(output_root)
             if r.folder.resolve() != current and job in (ANY_JOB, r.job) and not r.failed_unsaved]
     sweep = job not in (None, ANY_JOB)
+    use = "continue" if current is not None else "use"  # a training run resumes it; eval, predict and cam read it
     if not runs:
         where = f"no earlier sweep under {output_root}/ has a job named {job}" if sweep else f"no earlier training run under {output_root}/"
-        raise UserError(f"ckpt_path=last: {where} to resume; train first, or give a path")
+        raise UserError(f"ckpt_path=last: {where} to {use}; train first, or give a path")
     newest = runs[-1]
     if newest.last.is_file():
         return newest.last
     saved = [r for r in runs if r.last.is_file()]
     what = "run of this job" if sweep else "run"
-    hint = (f"the newest {what} that has one is {saved[-1].folder}: to continue it, use ckpt_path={saved[-1].last}"
+    hint = (f"the newest {what} that has one is {saved[-1].folder}: to {use} it, give ckpt_path={saved[-1].last}"
             if saved else f"no earlier {what} has one either: start without ckpt_path")
     raise UserError(f"ckpt_path=last: the newest {'earlier ' if sweep else ''}{what}, {newest.folder}, has no checkpoints/last.ckpt "
                     f"(it stopped before its first save: killed?); {hint}")
