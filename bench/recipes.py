@@ -112,6 +112,7 @@ RECIPES: dict[str, list[str]] = {
     "cpu_40": _CPU40,
     "pool244": ["model.net.pool=[2,4,4]"],
     "pool442": ["model.net.pool=[4,4,2]"],
+    "pool244_swap_mild": ["model.net.pool=[2,4,4]", *_SWAP_MILD],  # the default's pools with the mild swap (session 30)
     "cpu_40_pool244": [*_CPU40, "model.net.pool=[2,4,4]"],
     "cpu_40_pool442": [*_CPU40, "model.net.pool=[4,4,2]"],
     "cpu_40_pool244_wide": [*_CPU40, "model.net.pool=[2,4,4]", "model.net.channels=[64,128,256]"],
