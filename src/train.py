@@ -26,8 +26,8 @@ from catdog.command_line import run_command_line
 from catdog.errors import UserError
 from catdog.hparams import log_hparams
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
-from catdog.model.resume import (check_same_network, check_same_optimizer, check_trains_further, describe_resume,
-                                 mark_run)
+from catdog.model.resume import (check_resumable, check_same_network, check_same_optimizer, check_trains_further,
+                                 describe_resume, mark_run)
 from catdog.preflight import check_accelerator, check_last_epoch_validated, check_space, check_writable
 from catdog.resolvers import register_resolvers
 from catdog.task import hydra_task, is_multirun
@@ -129,13 +129,15 @@ def train(cfg: DictConfig) -> dict:
     model = instantiate(cfg.model)
     if ckpt_path:  # refuse a file that would run code, or a network of another shape, now, not after the data is prepared
         ckpt = load_checkpoint(ckpt_path, mmap=True)  # memory-mapped: the checks read no weights
+        check_resumable(ckpt_path, ckpt)
         check_same_network(ckpt_path, ckpt, model, cfg)  # before this run marks its folder: `last` still means that run
         check_same_optimizer(ckpt_path, ckpt, cfg)
         check_trains_further(ckpt_path, ckpt, cfg.trainer.get("max_epochs"))
         log.info(describe_resume(ckpt_path, ckpt, cfg))
 
     check_writable(cfg.paths.output_dir, "the run folder")
-    mark_run(cfg.paths.output_dir, job)  # from now on, ckpt_path=last means this run
+    if not cfg.trainer.get("fast_dev_run"):  # a smoke test (debug=default) saves nothing to resume
+        mark_run(cfg.paths.output_dir, job)  # from now on, ckpt_path=last means this run
     datamodule = instantiate(cfg.data)
     # Two checkpoints (best and last), each the weights plus about twice as much optimizer state.
     check_space(cfg.paths.output_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (64 << 20),

@@ -9,7 +9,7 @@ import torch
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 
-from catdog.command_line import describe
+from catdog.command_line import _kind_wanted, describe
 from catdog.data.augment import centre_zoom
 
 from helpers import ROOT, compose_train, run_cli
@@ -160,8 +160,10 @@ def test_named_recipes_keep_the_pools_they_were_measured_with(tmp_path):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("trainer.max_epoch=40", "trainer.max_epoch is not a setting; did you mean trainer.max_epochs? "
-                             "(+trainer.max_epoch=40 would add it as a new one)"),
+    ("trainer.max_epoch=40", "trainer.max_epoch is not a setting; did you mean trainer.max_epochs?"),
+    ("callbacks.early_stopping.patience=5", "add callbacks/early_stopping=val_loss (options: val_loss) before its settings"),
+    ("logger=[tensorboard,cvs]", "there is no logger named 'cvs': did you mean logger=csv?"),
+    ("data.root=~/photos", "(a ~ inside a value must be quoted, as in 'data.root=\"~/photos\"', or use $HOME)"),
     ("model.net.chanels=[8,8,8]", "did you mean model.net.channels?"),
     ("zzz=3", "zzz is not a setting; `--cfg job` lists the settings (+zzz=3"),
     ("experiment=cpuu", "there is no experiment named 'cpuu': did you mean experiment=cpu? (choices: cpu, cpu_small,"),
@@ -183,3 +185,17 @@ def test_help_says_what_each_command_does_and_lists_groups_only_where_it_uses_th
     assert evaluate.stdout.startswith("`python src/eval.py ckpt_path=... data.root=...`: test a checkpoint")
     assert "experiment:" not in evaluate.stdout and "optimizer:" not in evaluate.stdout  # groups eval.py never reads
     assert "eval_zoom: null" in evaluate.stdout  # its own settings
+
+
+@pytest.mark.parametrize("default, value, wanted", [
+    (False, "no", "true or false"), (True, 1, "true or false"), (False, True, None),
+    (64, "abc", "a number"), (64, True, "a number"), (64, 0.5, None), (0.001, 1, None),
+    ([2, 4, 4], 4, "a list"), ([2, 4, 4], [2, 2, 2], None),
+    (None, "anything", None), ("auto", 3, None), ("${paths.output_root}/cache", 5, None), (64, None, None),
+])
+def test_a_value_of_another_kind_than_its_setting_is_named(default, value, wanted):
+    assert _kind_wanted("data.x", default, value) == wanted
+
+
+def test_lightnings_own_switches_may_take_words():
+    assert _kind_wanted("trainer.deterministic", False, "warn") is None

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from catdog.errors import UserError
+from catdog.model.resume import find_last
 from catdog.resolvers import CONF_DIR
 from helpers import TINY, compose_train
 from train import train
@@ -25,9 +27,13 @@ def test_presets_are_global_and_set_what_a_debug_run_needs(tmp_path):
     assert compose_train(tmp_path, ["debug=limit"]).trainer.limit_train_batches == 4
 
 
-def test_default_runs_one_batch_of_each(tmp_path, synthetic_root):
+def test_default_runs_one_batch_of_each_and_leaves_nothing_to_resume(tmp_path, synthetic_root):
     result = train(compose_train(tmp_path, [f"data.root={synthetic_root}", "debug=default", *TINY, "data.test_fraction=0.2"]))
     assert "val/acc" in result["metrics"] and "test/acc" in result["metrics"]
+    # A smoke test's one batch is no model: no last.ckpt, and the folder is not marked, so `last` passes it by.
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists() and not (tmp_path / "run" / "run.json").exists()
+    with pytest.raises(UserError, match="no earlier training run under"):
+        find_last(tmp_path)
 
 
 def test_overfit_one_batch_reaches_full_training_accuracy(tmp_path, synthetic_root):

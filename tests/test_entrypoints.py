@@ -179,6 +179,9 @@ def test_ckpt_path_last_and_the_stored_tta_default(tmp_path, trained):
     for bad in (0, "abc"):
         with pytest.raises(UserError, match=f"eval_zoom={bad} must be above 0"):
             stored.scoring(eval_zoom=bad)
+    for word in ("maybe", "no", 1):  # a word would be true
+        with pytest.raises(UserError, match=f"tta_flip={word}: give true, false, or null"):
+            stored.scoring(tta_flip=word)
 
 
 # --- predict ---------------------------------------------------------------------------------

@@ -73,6 +73,15 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_root):
     assert not (tmp_path / "c").exists()
     # The default one-cycle schedule was stretched to the longer run, not kept at the saved length.
     assert resumed["lr_schedulers"][0]["total_steps"] >= 2 * steps_one_epoch
+    # The best epoch's checkpoint holds the weights only: refused in one line naming the file that resumes.
+    (best,) = (tmp_path / "b" / "checkpoints").glob("epoch_*.ckpt")
+    weights_only = compose_train(tmp_path / "a", [f"data.root={synthetic_root}", *TINY, "test=false",
+                                                  "trainer.max_epochs=3", f"ckpt_path={best}"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(weights_only.paths, "output_dir", str(tmp_path / "d"))
+        with pytest.raises(UserError, match=f"holds the weights only, .*: resume from ckpt_path={tmp_path / 'b' / 'checkpoints' / 'last.ckpt'}"):
+            train(weights_only)
+    assert not (tmp_path / "d").exists()
 
 
 def test_resuming_a_network_of_another_shape_names_the_settings_that_continue_it(tmp_path, synthetic_root):
@@ -138,7 +147,7 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         # experiment=cpu validates every 5 epochs: a shorter run would end unvalidated, with no best checkpoint
         (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
         (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use never"),
-        (["trainer.max_epochs=abc", "data.root=."], "trainer.max_epochs=abc is not a whole number of epochs"),
+        (["trainer.max_epochs=2.5", "data.root=."], "trainer.max_epochs=2.5 is not a whole number of epochs"),
     ],
     ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting", "epochs-not-a-number"],
 )
@@ -161,9 +170,16 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line(monkeypatch):
 def test_a_mistyped_override_is_one_line_with_the_key_meant(tmp_path):
     proc = run_cli("train", "data.rooot=/x", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: data.rooot is not a setting; did you mean data.root? (+data.rooot=/x would add it as a new one)"]
+    assert proc.stderr.strip().splitlines() == ["error: data.rooot is not a setting; did you mean data.root?"]
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_a_word_for_a_switch_is_refused_in_one_line_before_any_work(tmp_path, synthetic_root):
+    proc = run_cli("train", f"data.root={synthetic_root}", f"paths.output_root={tmp_path}", "test=no")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: test=no: test takes true or false, like its default, true"
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "run.json").exists() and not (run / "checkpoints").exists()  # refused before any work
 
 
 def test_hydras_full_report_stays_available(tmp_path):

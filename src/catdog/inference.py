@@ -57,7 +57,9 @@ class LoadedModel:
     def scoring(self, tta_flip: bool | None = None, eval_zoom: float | None = None) -> dict:
         """``log_probs_of``'s view settings: those given (a command's overrides), else the stored ones."""
         zoom = evaluation.checked_zoom(self.eval_zoom if eval_zoom is None else eval_zoom)
-        return {"tta_flip": self.tta_flip if tta_flip is None else bool(tta_flip), "eval_zoom": zoom}
+        if tta_flip is not None and not isinstance(tta_flip, bool):  # `tta_flip=no` is a word, and words are true
+            raise UserError(f"tta_flip={tta_flip}: give true, false, or null (as the checkpoint's model was configured)")
+        return {"tta_flip": self.tta_flip if tta_flip is None else tta_flip, "eval_zoom": zoom}
 
 
 def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:

@@ -18,6 +18,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.atomic_write import write_atomic
+from catdog.command_line import check_value_kinds
 from catdog.errors import UserError
 
 log = logging.getLogger("catdog")
@@ -120,6 +121,7 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
         quiet_library_noise()
         start = time.time()
         try:
+            check_value_kinds()
             result = fn(cfg)
         except Exception as caught:
             err = _user_error(caught) or caught

@@ -42,6 +42,8 @@ class LastCheckpoint(L.Callback):
         self._last_save = self._epoch_end = time.monotonic()
 
     def _save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run:  # a smoke test (debug=default) trains nothing worth resuming, as Lightning's own saver agrees
+            return
         trainer.save_checkpoint(self.path, weights_only=False)  # a temporary file, then renamed: never half a file
         self._last_save = time.monotonic()
         self._saved_step = trainer.global_step

@@ -108,6 +108,17 @@ def find_last(output_root: str | os.PathLike, current: str | os.PathLike | None 
                     f"(it stopped before its first save: killed?); {hint}")
 
 
+def check_resumable(path: str | os.PathLike, ckpt: dict) -> None:
+    """Only a ``last.ckpt`` carries the optimizer and loop state a run continues from; the best epoch's
+    checkpoint (weights only) or a bare state_dict is refused in one line, naming the file that resumes."""
+    if "optimizer_states" in ckpt and "loops" in ckpt:
+        return
+    last = Path(path).parent / "last.ckpt"
+    where = f"resume from ckpt_path={last}" if last.is_file() else "resume from its run's checkpoints/last.ckpt"
+    raise UserError(f"ckpt_path={path} holds the weights only, not the training state a run continues from: {where}, "
+                    "or score it with src/eval.py")
+
+
 def check_trains_further(path: str | os.PathLike, ckpt: dict, max_epochs: object) -> None:
     """Refuse to resume a run that already reached ``max_epochs``: Lightning would train nothing, and the
     new run folder would hold no checkpoint. Counted as Lightning's fit loop counts (epochs processed)."""
