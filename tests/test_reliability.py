@@ -29,6 +29,7 @@ from catdog.model.checkpoint_load import load_checkpoint
 from catdog.model.checkpoint_save import AtomicCheckpointIO
 from catdog.model.resume import check_same_optimizer, check_trains_further, find_last
 from catdog.preflight import check_space, check_writable
+from catdog.task import read_result
 from helpers import ROOT, TINY, run_cli, run_train_main
 
 RUN = [*TINY, "trainer.max_epochs=3", "test=false", "callbacks.gradcam=null", "trainer.deterministic=true"]
@@ -91,6 +92,8 @@ def test_interrupted_mid_epoch_then_resumed_matches_uninterrupted(tmp_path, synt
               "+callbacks.killer.batch=1", f"+callbacks.killer.name={signal_name}"]
     stopped = train_cli(tmp_path, "first", synthetic_root, *killer)
     assert stopped.returncode == exit_code, stopped.stderr[-3000:]
+    assert {k: read_result(tmp_path / "first")[k] for k in ("status", "exit_code")} == {"status": "interrupted",
+                                                                                        "exit_code": exit_code}
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 2
@@ -384,3 +387,16 @@ def test_two_runs_started_together_build_the_cache_once_and_both_train(tmp_path,
     assert sorted("another run is building the decoded-image cache" in log for log in logs) == [False, True]
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     assert all(json.loads((tmp_path / f"run{i}" / "result.json").read_text())["status"] == "ok" for i in range(2))
+
+
+def test_a_second_ctrl_c_stops_at_once_with_ctrl_cs_exit_code_and_saves_nothing(tmp_path):
+    """Lightning would turn a KeyboardInterrupt into exit 1 and its own message; the second press exits
+    130, as Ctrl-C does, and the half-done step is not saved over the last good checkpoint."""
+    callback = last_checkpoint.LastCheckpoint(str(tmp_path))
+    callback._on_ctrl_c(signal.SIGINT, None)  # the first: an orderly stop before the next batch
+    assert callback._stop_requested
+    with pytest.raises(SystemExit) as stop:
+        callback._on_ctrl_c(signal.SIGINT, None)
+    assert stop.value.code == 130
+    callback.on_exception(SimpleNamespace(sanity_checking=False), None, stop.value)
+    assert not (tmp_path / "last.ckpt").exists()

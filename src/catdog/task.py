@@ -137,6 +137,10 @@ def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
                 print(f"error: {message}", file=sys.stderr, flush=True)
                 sys.exit(err.exit_code)
             raise
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C or SIGTERM: what was saved is said by the run
+            code = 130 if isinstance(stop, KeyboardInterrupt) else stop.code
+            _write_result(output_dir, {"status": "interrupted", "exit_code": code, "run_time_s": time.time() - start})
+            raise
         _write_result(output_dir, {"status": "ok", "run_time_s": time.time() - start, **result})
         return result.get("objective", math.nan)
 

@@ -76,8 +76,8 @@ class LastCheckpoint(L.Callback):
     # -- orderly stops ---------------------------------------------------------------------
 
     def _on_ctrl_c(self, signum, frame) -> None:
-        if self._stop_requested:
-            raise KeyboardInterrupt  # a second press: stop now, keep the last saved checkpoint
+        if self._stop_requested:  # a second press: stop now, keep the last saved checkpoint, exit as Ctrl-C does (130)
+            raise SystemExit(128 + signal.SIGINT)  # (a KeyboardInterrupt would become Lightning's exit 1)
         self._stop_requested = True
         log.warning("Ctrl-C: stopping before the next batch and saving last.ckpt (press Ctrl-C again to stop at once)")
 
