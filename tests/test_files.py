@@ -90,3 +90,20 @@ def test_real_kaggle_sample_layout(kaggle_sample):
     with pytest.raises(UserError, match="predict.py"):
         find_labelled(kaggle_sample / "test1")
     assert len(find_unlabelled(kaggle_sample / "test1").paths) == 500
+
+
+def test_a_root_one_level_above_the_photos_names_the_folder_meant(tmp_path):
+    from catdog.data.datamodule import CatDogDataModule
+    from catdog.data.files import labelled_subfolder
+
+    for name in ("cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpg"):
+        write_image(tmp_path / "kaggle" / "train" / name)
+    write_image(tmp_path / "kaggle" / "test1" / "1.jpg")  # unlabelled, as Kaggle ships it
+    write_image(tmp_path / "nested" / "photos" / "cat" / "a.jpg")
+    assert labelled_subfolder(tmp_path / "kaggle", ["cat", "dog"]) == tmp_path / "kaggle" / "train"
+    assert labelled_subfolder(tmp_path / "nested", ["cat", "dog"]) == tmp_path / "nested" / "photos"
+    assert labelled_subfolder(tmp_path / "kaggle" / "train", ["cat", "dog"]) is None  # no sub-folders
+
+    module = CatDogDataModule(root=str(tmp_path / "kaggle"), image_size=32, cache="off", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match=f"did you mean data.root={tmp_path / 'kaggle' / 'train'}\\?$"):
+        module.prepare_data()

@@ -190,3 +190,20 @@ def test_probe_grid_alternates_classes_and_spreads_over_each(tmp_path):
     probe = load_probe(write_oxford_pets(tmp_path / "pets"), 32)  # 4 cats, then 4 dogs
     shown = grid_picks(probe.labels, 4)
     assert probe.labels[shown].tolist() == [0, 1, 0, 1] and shown.tolist() == [0, 4, 3, 7]
+
+
+def test_a_wrong_method_colormap_or_layer_names_its_setting_before_training():
+    from types import SimpleNamespace
+
+    from catdog.callbacks.gradcam_logger import GradCamLogger
+    from catdog.errors import UserError
+    from catdog.model.simple_cnn import SimpleCNN
+
+    with pytest.raises(UserError, match="^callbacks.gradcam.method: gradcam method 'gradcamm' is not one of"):
+        GradCamLogger(method="gradcamm")
+    with pytest.raises(UserError, match="^callbacks.gradcam.colormap: colormap=nosuch"):
+        GradCamLogger(colormap="nosuch")
+    callback = GradCamLogger(layer="relu9")
+    with pytest.raises(UserError, match="^callbacks.gradcam.layer: gradcam layer 'relu9' is not a submodule"):
+        callback.setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")
+    GradCamLogger(layer="relu3").setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")  # a real layer passes

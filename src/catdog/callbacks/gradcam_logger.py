@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from catdog.errors import UserError
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
+from catdog.gradcam.maps import find_layer, weight_fn
 from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, overlay, palette, save_png, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
@@ -42,6 +45,15 @@ from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _naming(setting: str):
+    """A wrong value of this callback's ``setting`` says which setting it is, as the user types it."""
+    try:
+        yield
+    except UserError as err:
+        raise UserError(f"callbacks.gradcam.{setting}: {err}") from None
 
 
 class GradCamLogger(L.Callback):
@@ -63,7 +75,10 @@ class GradCamLogger(L.Callback):
     ) -> None:
         self.every_n_epochs, self.num_images, self.layer, self.method = every_n_epochs, num_images, layer, method
         self.score_images, self.top_losses, self.colormap, self.batch_size = score_images, top_losses, colormap, batch_size
-        palette(colormap)  # a typo stops the run now, not at its first validation
+        with _naming("colormap"):  # a typo stops the run now, not at its first validation
+            palette(colormap)
+        with _naming("method"):
+            weight_fn(method)
         self.probe_root, self.probe_images = probe, probe_images
         self.faithfulness_images, self.faithfulness_steps = faithfulness_images, faithfulness_steps
         self.faithfulness_every_n_epochs = faithfulness_every_n_epochs
@@ -74,6 +89,10 @@ class GradCamLogger(L.Callback):
         self.probe_references: dict | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam-writer")
         self._pending: list[Future] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with _naming("layer"):  # the first moment the network exists: before the sanity check and its progress bar
+            find_layer(pl_module.net, self.layer)
 
     # -- choosing the images -----------------------------------------------------------
 

@@ -16,7 +16,7 @@ from catdog.data.batches import CachedBatches, FileImages, epoch_order
 from catdog.data.boxes import read_boxes
 from catdog.data.cache import Decoded, decode_all
 from catdog.data.decode import MAX_PIXELS
-from catdog.data.files import find_labelled
+from catdog.data.files import find_labelled, labelled_subfolder
 from catdog.data.report import report_skipped
 from catdog.data.workers import default_workers
 from catdog.errors import UserError
@@ -105,6 +105,9 @@ class CatDogDataModule(L.LightningDataModule):
     def _decode(self, build: bool) -> Decoded:
         files = find_labelled(self.root)
         if files.classes != self.expected_classes:
+            if files.layout == "class-folders" and (meant := labelled_subfolder(self.root, self.expected_classes)):
+                raise UserError(f"{self.root} holds the folders {files.classes}, not the classes {self.expected_classes}, "
+                                f"and {meant.name}/ looks like the labelled photos: did you mean data.root={meant}?")
             raise UserError(f"{self.root} holds the classes {files.classes}, not data.classes={self.expected_classes}: "
                             f"add data.classes=[{','.join(files.classes)}] to train on them")
         self._ignored = files.ignored

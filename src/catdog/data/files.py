@@ -119,6 +119,21 @@ def _class_folders(root: Path, dirs: list[Path], ignored: list) -> FileList:
     return FileList(paths, labels, classes, "class-folders", ignored)
 
 
+def labelled_subfolder(root: str | os.PathLike, classes: list[str], peek: int = 50) -> Path | None:
+    """The first sub-folder of ``root`` that looks like a labelled folder of ``classes`` itself (Kaggle's
+    cat.N.jpg, or cat/ and dog/ in it): where ``data.root`` was meant to point, one level too high."""
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        try:
+            with os.scandir(sub) as entries:
+                for _, entry in zip(range(peek), entries):
+                    match = _KAGGLE_NAME.match(entry.name)
+                    if (match and match["label"].lower() in classes) or (entry.is_dir() and entry.name.lower() in classes):
+                        return sub
+        except OSError:
+            continue
+    return None
+
+
 def find_labelled(root: str | os.PathLike | None, what: str = "data.root") -> FileList:
     """Labelled images under ``root`` in whichever layout it uses; clear errors otherwise."""
     from catdog.data.oxford_pets import find_oxford_pets, is_oxford_pets  # it reads FileList from here
