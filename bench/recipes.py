@@ -127,13 +127,17 @@ RECIPES: dict[str, list[str]] = {
     "defaults": [],  # whatever conf/ says now
 }
 # Every recipe above was measured while conf/ had the original pools, [2, 2, 2] (the default became
-# [2, 4, 4] in session 26), and those with experiment=cpu while it was 80 px (96 px since session 27).
+# [2, 4, 4] in session 26), those with experiment=cpu while it was 80 px (96 px since session 27), and
+# the others without the surroundings swap (the default's since session 30).
 # Pinned first, so a recipe's own size and pools win, to keep their figures reproducible.
 
 
 def _as_measured(overrides: list[str]) -> list[str]:
     size = ["data.image_size=80"] if "experiment=cpu" in overrides else []
-    return ["model.net.pool=[2,2,2]", *size, *overrides]
+    # Without the mild surroundings swap, the default's since session 30 (an experiment sets its own).
+    swap = [] if any(o.startswith("experiment=") for o in overrides) else ["model.augment.frame_swap=0",
+                                                                          "model.augment.frame_keep=[0.5,0.8]"]
+    return ["model.net.pool=[2,2,2]", *size, *swap, *overrides]
 
 
 RECIPES = {name: overrides if name == "defaults" else _as_measured(overrides) for name, overrides in RECIPES.items()}

@@ -87,6 +87,7 @@ def test_seed_experiment_is_the_original_recipe(tmp_path):
     assert instantiate(cfg.model).net.fc1.in_features == 128 * 28 * 28  # the original's fc1 at 224 px
     aug = cfg.model.augment
     assert (aug.hflip, aug.degrees, list(aug.scale), aug.brightness, aug.contrast, aug.saturation) == (0.5, 10, [1.0, 1.0], 0.2, 0.2, 0.2)
+    assert aug.frame_swap == 0 and aug.erase == 0  # the default's surroundings swap is not the original's
     assert cfg.model.label_smoothing == 0
 
 
@@ -157,6 +158,16 @@ def test_named_recipes_keep_the_pools_they_were_measured_with(tmp_path):
     assert size("cpu_pool244_96px") == 96 and pools("cpu_pool244_96px") == [2, 4, 4]  # and its own size
     assert compose_train(tmp_path, ["data.root=/x", *RECIPES["cpu_pool244_96px"]]) == compose_train(
         tmp_path, ["data.root=/x", "experiment=cpu"])  # what experiment=cpu became in session 27
+
+    def swap(recipe: str) -> tuple[float, list[float]]:
+        augment = compose_train(tmp_path, ["data.root=/x", *RECIPES[recipe]]).model.augment
+        return augment.frame_swap, list(augment.frame_keep)
+
+    # Measured without the surroundings swap, the default since session 30, unless a recipe names its own.
+    assert swap("pool244") == swap("zoomout") == (0, [0.5, 0.8]) and swap("frame_swap") == (0.5, [0.5, 0.8])
+    assert swap("pool244_swap_mild") == swap("cpu_50_swap_mild") == swap("defaults") == (0.25, [0.6, 0.9])
+    assert compose_train(tmp_path, ["data.root=/x", *RECIPES["pool244_swap_mild"]]) == compose_train(
+        tmp_path, ["data.root=/x"])  # what the default recipe became in session 30
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -40,6 +40,7 @@ def test_overfit_one_batch_reaches_full_training_accuracy(tmp_path, synthetic_ro
     cfg = compose_train(tmp_path, [f"data.root={synthetic_root}", "debug=overfit", *TINY, "trainer.max_epochs=200",
                                    "callbacks.gradcam=null"])
     assert cfg.trainer.overfit_batches == 1 and cfg.model.net.dropout == 0 and cfg.model.augment.scale == [1.0, 1.0]
+    assert cfg.model.augment.frame_swap == 0
     result = train(cfg)
     assert result["metrics"]["train/acc"] == 1.0
     stopped_at = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
