@@ -35,17 +35,20 @@ register_resolvers()
 
 def _photos(cfg: DictConfig, image_size: int):
     """The labelled photos' pixels (uint8 (N, 3, S, S); None when none decodes), spread over the
-    folder, and the files left out."""
+    folder, the files that could not be read, and the entries set aside by name."""
     from catdog.data.files import find_labelled
     from catdog.gradcam.probe import spread
     from catdog.inference import decode_files, decoded_batches
 
+    if cfg.get("faithfulness_images") == 0:
+        raise UserError("faithfulness_images=0 measures no deletion or insertion curve: leave out data.root to skip "
+                        "them, or give how many photos to use")
     files = find_labelled(cfg.data.root)
     keep = spread(len(files.paths), cfg.get("faithfulness_images"))
     files.paths, files.labels = [files.paths[i] for i in keep], [files.labels[i] for i in keep]
     decoded = decode_files(files, image_size, cfg.data.cache_dir, cfg.data.get("num_workers"), cfg.data.max_pixels)
     photos = torch.cat(list(decoded_batches(decoded, len(decoded.paths)))) if decoded.paths else None
-    return photos, [*files.ignored, *decoded.bad]
+    return photos, decoded.bad, files.ignored
 
 
 def _maps(net, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str):
@@ -92,12 +95,13 @@ def map_report(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     probe = load_probe(cfg.probe, model.image_size, cfg.get("probe_images")) if cfg.get("probe") else None
-    photos, left_out = _photos(cfg, model.image_size) if cfg.data.get("root") else (None, [])
-    left_out += probe.skipped if probe is not None else []
+    photos, photos_bad, ignored = _photos(cfg, model.image_size) if cfg.data.get("root") else (None, [], [])
+    bad = [*photos_bad, *(probe.skipped if probe is not None else [])]  # undecodable or maskless: each with its reason
+    ignored += probe.ignored if probe is not None else []
     used = (0 if photos is None else len(photos)) + (0 if probe is None else len(probe))
-    report_skipped(left_out, used + len(left_out), out_dir)  # undecodable, unlisted or maskless: each with its reason
+    report_skipped(bad, used + len(bad), out_dir, ignored)
     if cfg.data.get("root"):  # after the report, which says why
-        require_some(0 if photos is None else len(photos), len(left_out), f"data.root={cfg.data.root}")
+        require_some(0 if photos is None else len(photos), len(photos_bad), f"data.root={cfg.data.root}")
 
     rows = []
     for method in methods:

@@ -63,7 +63,8 @@ def test_probe_of_a_fake_oxford_folder(tmp_path):
     assert len(probe) == 8 and probe.images.shape == (8, 3, 32, 32) and probe.images.dtype == torch.uint8
     assert probe.masks.shape == (8, 32, 32) and probe.has_head.tolist() == [True] * 7 + [False]
     assert probe.labels.tolist() == [0] * 4 + [1] * 4  # sorted names: Persian (cat, capitalised) before beagle (dog)
-    assert {r for _, r in probe.skipped} >= {"not an image file name", "named in annotations/ but missing"}
+    assert {r for _, r in probe.ignored} >= {"not an image file name", "named in annotations/ but missing"}  # set aside
+    assert not probe.skipped  # every image it read has its mask
     # the mask itself as a map: all its mass and its peak on the animal
     perfect = probe_scores(probe.masks.float(), probe)
     assert perfect["energy_on_animal"] == pytest.approx(1.0) and perfect["pointing_on_animal"] == 1.0

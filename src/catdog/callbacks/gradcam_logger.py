@@ -105,9 +105,9 @@ class GradCamLogger(L.Callback):
         if self.probe_root and trainer.is_global_zero:
             self.probe = load_probe(self.probe_root, dm.image_size, self.probe_images, what="callbacks.gradcam.probe")
             self.probe_references = reference_scores(self.probe)  # they ignore the model: once
-            if self.probe.skipped:
+            if left_out := [*self.probe.skipped, *self.probe.ignored]:
                 log.warning("probe %s: %d files or annotations not used (first: %s: %s)", self.probe_root,
-                            len(self.probe.skipped), *self.probe.skipped[0])
+                            len(left_out), *left_out[0])
 
     # -- per epoch ---------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ score can be read against "look at the middle"."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ class Probe:
     head_hits: torch.Tensor
     has_head: torch.Tensor
     skipped: list[tuple[str, str]]  # (path, reason): not decodable, or without a mask
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # entries set aside by name (.mat files among the images)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,7 +57,7 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
     keep = spread(len(files.paths), limit)
     files.paths, files.labels = [files.paths[i] for i in keep], [files.labels[i] for i in keep]
     decoded = decode_files(files, size, cache_dir=None)
-    skipped = [*files.ignored, *decoded.bad]
+    skipped = list(decoded.bad)
     rows, masks, heads = [], [], []
     for i, image_path in enumerate(decoded.paths):
         notes = read_annotations(path, image_path, size)
@@ -81,6 +82,7 @@ def load_probe(root, size: int, limit: int | None = None, what: str = "probe") -
         head_hits=box_masks(widened, size, size) & has_head[:, None, None],
         has_head=has_head,
         skipped=skipped,
+        ignored=files.ignored,
     )
 
 
