@@ -47,6 +47,14 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
+def hparams_once_data_is_ready(loggers: list, cfg: DictConfig) -> L.Callback:
+    """Write the HParams entry at fit start, after the data is read: a run that fails on its data
+    (a wrong folder, unreadable photos) leaves no empty run in TensorBoard."""
+    from lightning.pytorch.callbacks import LambdaCallback
+
+    return LambdaCallback(on_fit_start=lambda trainer, _: log_hparams(loggers, cfg) if trainer.is_global_zero else None)
+
+
 def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
 
@@ -144,9 +152,8 @@ def train(cfg: DictConfig) -> dict:
                 "the run folder")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
-    if trainer.is_global_zero:
-        log_hparams(loggers, cfg)
+    trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), hparams_once_data_is_ready(loggers, cfg)],
+                          logger=loggers or False)
 
     try:
         metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +325,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, trained, script):
     assert not marker.exists()
 
 
-def test_lightning_advert_is_dropped_and_its_other_messages_kept(caplog):
+def test_library_noise_is_dropped_and_the_runs_own_messages_kept(caplog):
     import logging
 
     from lightning.pytorch.utilities import rank_zero_info
@@ -336,3 +337,8 @@ def test_lightning_advert_is_dropped_and_its_other_messages_kept(caplog):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
         rank_zero_info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as caught:
+        quiet_library_noise()
+        warnings.warn("The dirpath has changed from 'outputs/runs/a' to 'outputs/runs/b', therefore …")
+        warnings.warn("a warning about the run itself")
+    assert [str(w.message) for w in caught] == ["a warning about the run itself"]
