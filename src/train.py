@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from catdog.allocator import apply_keep_freed_memory
 from catdog.command_line import run_command_line
 from catdog.errors import UserError
-from catdog.hparams import log_hparams
+from catdog.hparams import HParamsAtFitStart
 from catdog.model.checkpoint_load import load_checkpoint, resolve_ckpt_path
 from catdog.model.resume import (check_resumable, check_same_network, check_same_optimizer, check_trains_further,
                                  describe_resume, mark_run)
@@ -45,14 +45,6 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     if cfg.trainer.get("enable_progress_bar", True) is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks
-
-
-def hparams_once_data_is_ready(loggers: list, cfg: DictConfig) -> L.Callback:
-    """Write the HParams entry at fit start, after the data is read: a run that fails on its data
-    (a wrong folder, unreadable photos) leaves no empty run in TensorBoard."""
-    from lightning.pytorch.callbacks import LambdaCallback
-
-    return LambdaCallback(on_fit_start=lambda trainer, _: log_hparams(loggers, cfg) if trainer.is_global_zero else None)
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -152,7 +144,7 @@ def train(cfg: DictConfig) -> dict:
                 "the run folder")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), hparams_once_data_is_ready(loggers, cfg)],
+    trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), HParamsAtFitStart(loggers, cfg)],
                           logger=loggers or False)
 
     try:

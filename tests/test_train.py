@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from catdog.errors import UserError
 from catdog.preflight import check_accelerator
-from helpers import ROOT, TINY, compose_train, run_cli
+from helpers import ROOT, TINY, compose_train, run_cli, write_image
 from train import tensorboard_logdir, train
 
 
@@ -231,3 +231,13 @@ def test_bad_files_are_skipped_reported_and_training_goes_on(tmp_path, synthetic
         reasons = {Path(row[0]).name: row[1] for row in list(csv.reader(f))[1:]}
     assert set(reasons) == {"cat.900.jpg", "dog.901.jpg", "dog.902.jpg"}
     assert reasons["cat.900.jpg"].startswith("empty file") and reasons["dog.902.jpg"].startswith("truncated")
+
+
+def test_a_run_that_fails_on_its_data_leaves_no_empty_tensorboard_run(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        write_image(tmp_path / "photos" / "red" / name)
+        write_image(tmp_path / "photos" / "blue" / name, color=(20, 20, 200))
+    cfg = compose_train(tmp_path, [f"data.root={tmp_path / 'photos'}", *TINY])
+    with pytest.raises(UserError, match="holds the classes"):
+        train(cfg)
+    assert not (tmp_path / "run" / "tensorboard").exists()

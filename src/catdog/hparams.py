@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Shown beside each run's hyperparameters: the scalars the run logs under these names.
@@ -48,3 +49,15 @@ def log_hparams(loggers: list, cfg: DictConfig) -> None:
                 writer.add_summary(summary)
         else:  # their metrics are the logged scalars already: the parameters are all they need
             logger.log_hyperparams(params)
+
+
+class HParamsAtFitStart(L.Callback):
+    """``log_hparams`` at fit start, once the data is read: a run that fails on its data (a wrong
+    folder, unreadable photos) leaves no empty run in TensorBoard."""
+
+    def __init__(self, loggers: list, cfg: DictConfig) -> None:
+        self.loggers, self.cfg = loggers, cfg
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            log_hparams(self.loggers, self.cfg)
