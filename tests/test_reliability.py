@@ -285,7 +285,7 @@ def test_last_checkpoint_is_saved_often_enough_to_lose_at_most_every_minutes_or_
     monkeypatch.setattr(last_checkpoint.time, "monotonic", lambda: clock[0])
     callback = last_checkpoint.LastCheckpoint(str(tmp_path), every_minutes=every_min)
     saves = []
-    trainer = SimpleNamespace(max_epochs=None, current_epoch=0, global_step=0, should_stop=False,
+    trainer = SimpleNamespace(max_epochs=None, fast_dev_run=False, current_epoch=0, global_step=0, should_stop=False,
                               save_checkpoint=lambda *args, **kwargs: saves.append(clock[0]))
     while clock[0] < 5 * 3600:
         clock[0] += epoch_min * 60
