@@ -1,6 +1,7 @@
 """The command line's mistakes in one line: Hydra reports a mistyped key, a config group option that
 does not exist or an override it cannot parse in several lines, and for a typo it suggests adding
-the key with ``+``; here they end like every other user error, with what to type instead."""
+the key with ``+``; here they end like every other user error, with what to type instead. And a value
+of another kind than its setting's (``hard_labels=no``), which Hydra takes as it is."""
 
 from __future__ import annotations
 
@@ -101,17 +102,25 @@ def check_value_kinds() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not HydraConfig.initialized():
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():  # (a launcher's own process)
         return
     hydra_cfg = HydraConfig.get()
     choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
                if not group.startswith("hydra") and choice is not None}
-    values = [o for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-              if not (o.is_add() or o.is_delete() or o.key_or_group in choices or o.key_or_group.startswith("hydra."))]
+    overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    # Group choices: those Hydra records, and lists of options (`logger=[tensorboard,csv]`), which it does not.
+    listed = [o.input_line for o in overrides if o.key_or_group not in choices and _group_options(o.key_or_group)]
+    values = [o for o in overrides if not (o.is_add() or o.is_delete() or o.key_or_group in choices
+                                           or _group_options(o.key_or_group) or o.key_or_group.startswith("hydra."))]
     if not values:
         return
-    defaults = OmegaConf.to_container(compose(hydra_cfg.job.config_name, [f"{g}={c}" for g, c in choices.items()]),
-                                      resolve=False)
+    try:
+        defaults = OmegaConf.to_container(compose(hydra_cfg.job.config_name, [*(f"{g}={c}" for g, c in choices.items()),
+                                                                              *listed]), resolve=False)
+    except Exception:  # a courtesy check: where the defaults cannot be composed again, the run goes on unchecked
+        return
     for override in values:
         default = _lookup(defaults, override.key_or_group)
         wanted = _kind_wanted(override.key_or_group, default, override.value())
