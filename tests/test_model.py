@@ -138,6 +138,9 @@ def test_the_image_size_must_fit_the_pools():
         SimpleCNN(image_size=80, pool=(4, 4, 2))
     with pytest.raises(UserError, match="multiple of 32 .*: use 32$"):
         SimpleCNN(image_size=20, pool=(2, 4, 4))  # not a multiple of 8 either: the original pools would not fit
+    for size in (0, -5):  # never a negative size to use
+        with pytest.raises(UserError, match=f"data.image_size={size} must be a positive multiple of 32 .*: use 32"):
+            SimpleCNN(image_size=size, pool=(2, 4, 4))
     with pytest.raises(UserError, match="three positive max-pool sizes"):
         SimpleCNN(image_size=64, pool=(2, 2))
 

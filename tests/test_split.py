@@ -77,3 +77,15 @@ def test_train_limit_trains_on_fewer_images_and_validates_on_the_same(synthetic_
     limited, served = splits("data.train_limit=32")
     assert np.array_equal(limited["val"], full["val"]) and set(limited["train"]) < set(full["train"])
     assert len(limited["train"]) == 32 and served == 32  # two batches of 16
+
+
+def test_no_validation_images_or_no_batch_is_one_line(synthetic_root, tmp_path):
+    from catdog.data.datamodule import CatDogDataModule
+
+    for size in (0, -5, 2.5):
+        with pytest.raises(UserError, match=f"data.batch_size={size} must be a whole number of images, at least 1"):
+            CatDogDataModule(root=str(synthetic_root), batch_size=size)
+    module = CatDogDataModule(root=str(synthetic_root), image_size=32, val_fraction=0, cache="off", cache_dir=str(tmp_path))
+    module.prepare_data()
+    with pytest.raises(UserError, match="data.val_fraction=0 leaves no validation images"):
+        module.setup("fit")

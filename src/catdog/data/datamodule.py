@@ -84,6 +84,8 @@ class CatDogDataModule(L.LightningDataModule):
         super().__init__()
         if cache not in CACHE_MODES:
             raise UserError(f"data.cache={cache!r} is not one of {CACHE_MODES}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size} must be a whole number of images, at least 1")
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.expected_classes = [str(c) for c in classes]
         self.val_fraction, self.test_fraction, self.split_seed, self.seed = val_fraction, test_fraction, split_seed, seed
@@ -131,6 +133,9 @@ class CatDogDataModule(L.LightningDataModule):
         if self.train_limit is not None:
             train = stratified_subset(self.decoded.labels, train, self.train_limit, self.split_seed)
         self.splits = {"train": train, "val": val, "test": test}
+        if len(val) == 0 and self.val_fraction == 0:
+            raise UserError("data.val_fraction=0 leaves no validation images, which pick the best checkpoint and draw "
+                            "the maps: give a share of the images, e.g. data.val_fraction=0.2")
         if len(train) == 0 or len(val) == 0:
             raise UserError(f"{len(self.decoded.paths)} images are too few to split into training and validation sets")
         self._report_bad()

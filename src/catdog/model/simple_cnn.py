@@ -42,7 +42,8 @@ class SimpleCNN(nn.Module):
         pools = [int(k) for k in pool]
         stride = pools[0] * pools[1] * pools[2]
         if image_size % stride or image_size < stride:
-            fits = " or ".join(str(m) for m in (image_size // stride * stride, (image_size // stride + 1) * stride) if m)
+            near = [m for m in (image_size // stride * stride, (image_size // stride + 1) * stride) if m > 0] or [stride]
+            fits = " or ".join(map(str, near))
             original = ", or model.net.pool=[2,2,2] (the original's)" if pools != [2, 2, 2] and image_size % 8 == 0 else ""
             raise UserError(f"data.image_size={image_size} must be a positive multiple of {stride} "
                             f"(the product of model.net.pool={pools}): use {fits}{original}")
