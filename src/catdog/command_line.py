@@ -99,10 +99,9 @@ def check_value_kinds() -> None:
     the command line's values (its config group choices kept); settings whose default is null or an
     interpolation take anything."""
     from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra.core.global_hydra import GlobalHydra
 
     if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():  # (a launcher's own process)
         return
@@ -111,14 +110,15 @@ def check_value_kinds() -> None:
                if not group.startswith("hydra") and choice is not None}
     overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
     # Group choices: those Hydra records, and lists of options (`logger=[tensorboard,csv]`), which it does not.
-    listed = [o.input_line for o in overrides if o.key_or_group not in choices and _group_options(o.key_or_group)]
-    values = [o for o in overrides if not (o.is_add() or o.is_delete() or o.key_or_group in choices
-                                           or _group_options(o.key_or_group) or o.key_or_group.startswith("hydra."))]
+    listed = [o for o in overrides if o.key_or_group not in choices and _group_options(o.key_or_group)]
+    values = [o for o in overrides if not (o.is_add() or o.is_delete() or o.key_or_group in choices or o in listed
+                                           or o.key_or_group.startswith("hydra."))]
     if not values:
         return
     try:
         defaults = OmegaConf.to_container(compose(hydra_cfg.job.config_name, [*(f"{g}={c}" for g, c in choices.items()),
-                                                                              *listed]), resolve=False)
+                                                                              *(o.input_line for o in listed)]),
+                                          resolve=False)
     except Exception:  # a courtesy check: where the defaults cannot be composed again, the run goes on unchecked
         return
     for override in values:
