@@ -271,7 +271,7 @@ def test_after_a_sigkilled_run_last_names_the_run_to_resume_which_logs_what_chan
     assert c.returncode == 0, c.stderr[-3000:]
     log = c.stdout + c.stderr
     steps = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["global_step"]
-    assert (f"continuing run {tmp_path / 'a'} from last.ckpt (saved at epoch 0, step {steps}); settings changed from "
+    assert (f"continuing run {tmp_path / 'a'} from last.ckpt (saved after 1 epoch, step {steps}); settings changed from "
             "the checkpoint's: optimizer.lr 0.001 -> 0.01, trainer.max_epochs 1 -> 2\n") in log
 
 

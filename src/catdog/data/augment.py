@@ -224,7 +224,8 @@ class DeviceAugment:
         surroundings (the maps issue: 61% balanced accuracy on Oxford photos with the animal blurred away).
         Surroundings borrowed from a random other photo, of either class, carry no label, so they
         stop paying; the box keeps 25-64% of the area by default, mostly the animal. Measured: the
-        maps move onto the animal, at a cost in accuracy, so it is off by default (bench/RESULTS.md).
+        maps move onto the animal; a quarter of the images with a 60-90% box (the default recipe's
+        ``model.augment``) costs no accuracy (bench/RESULTS.md, session 30).
         With ``frame_donor="other_class"`` the donor is an image of the other class: surroundings
         that contradict the label, so a quarter of the images swapped leave the surroundings as
         little to say as half of them with random donors.
