@@ -119,7 +119,7 @@ def check_resumable(path: str | os.PathLike, ckpt: dict) -> None:
                     "or score it with src/eval.py")
 
 
-def epochs_trained(ckpt: dict) -> int:
+def _epochs_trained(ckpt: dict) -> int:
     """Epochs the checkpoint's run finished, counted as Lightning's fit loop counts them (its "epoch"
     key is the 0-based index of the epoch it was saved in): one count for every message."""
     progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
@@ -133,7 +133,7 @@ def _epochs(n: int) -> str:
 def check_trains_further(path: str | os.PathLike, ckpt: dict, max_epochs: object) -> None:
     """Refuse to resume a run that already reached ``max_epochs``: Lightning would train nothing, and the
     new run folder would hold no checkpoint."""
-    done = epochs_trained(ckpt)
+    done = _epochs_trained(ckpt)
     if isinstance(max_epochs, int) and 0 < max_epochs <= done:
         raise UserError(f"ckpt_path={path} has already trained {_epochs(done)}, trainer.max_epochs={max_epochs}: "
                         f"raise trainer.max_epochs to train it further (src/eval.py scores it as it is)")
@@ -173,7 +173,7 @@ def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str
     path = Path(path)
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     changed = settings_diff(_stored_config(ckpt), cfg)
-    return (f"continuing run {run} from {path.name} (saved after {_epochs(epochs_trained(ckpt))}, step {ckpt.get('global_step', '?')}); "
+    return (f"continuing run {run} from {path.name} (saved after {_epochs(_epochs_trained(ckpt))}, step {ckpt.get('global_step', '?')}); "
             + (f"settings changed from the checkpoint's: {', '.join(changed)}" if changed else "same settings as the checkpoint's"))
 
 
