@@ -63,7 +63,9 @@ case $STEP in
     JOBS=(${JOBS:-defaults:0 defaults:1 defaults:2})
     timeout "${LIMIT:-330}" python3 bench/recipes.py --data /tmp/d20k --out $W/full224 --parallel ${#JOBS[@]} \
       --jobs "${JOBS[@]}" -- "${COMMON[@]}" trainer.max_epochs=${EPOCHS:-40} data.image_size=224 2>&1 | tee $W/full224.log
-    [ -n "${KEEP:-}" ] && cp $W/full224/$KEEP/checkpoints/last.ckpt "$OUT/$KEEP.ckpt"
+    # without its optimizer state (three times the weights), so that it fits what comes back (16 MiB a file)
+    [ -n "${KEEP:-}" ] && python3 -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False)
+c.pop('optimizer_states', None); torch.save(c, sys.argv[2])" $W/full224/$KEEP/checkpoints/last.ckpt "$OUT/$KEEP.ckpt"
     python3 bench/val_split.py --data /tmp/d20k --size 224 --cache-dir $W/full224/cache --out /tmp/val20k 2>&1 | tail -2
     for ck in $W/full224/*/checkpoints/last.ckpt; do for z in 1.0 0.875; do  # each run scored whole and on its centre
       r=$(basename $(dirname $(dirname $ck)))

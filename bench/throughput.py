@@ -8,17 +8,17 @@
 (c) the bare compute ceiling: the same network and optimizer as (b) (as conf/ composes them), at
     the same precision and memory format, training on a few batches that already sit on the
     device, with ours' heap setting (`keep_freed_memory`, catdog/allocator.py); the better of eager and
-    compiled, each timed in rounds of repeats after a warm-up, half the rounds just before (b)
-    and half just after it. Each round lasts a fixed time (30 s):
-    a small VM's speed wanders by +-10% over tens of seconds (bench/RESULTS.md, session 17), so
-    single repeats disagree however many steps they time, while half-minute rounds agree within a
-    few percent. The ceiling's noise is half the spread of its rounds' medians: how far two
-    independent estimates lie apart, drift across (b) included.
+    compiled, each timed in rounds of repeats after a warm-up: one round before (b) and one after
+    each of its epochs, while (b) waits (bench/epoch_gate.py). A small VM's speed drifts by 10-15%
+    over minutes (bench/RESULTS.md, sessions 17 and 31), so a ceiling timed before and after (b)
+    moved by that much from run to run; taking turns every few seconds puts the drift on both
+    alike. ours / ceiling is the median, over (b)'s steady epochs, of each epoch's rate against
+    the mean of the rounds on either side of it; its noise, that median's standard error.
 
 (b) and (c) run twice: with the original network (`experiment=seed`'s model and precision on
 this machine), the like-with-like comparison with (a), and with the default recipe's network,
-whose cost per image is shown beside. Where (b) beats its ceiling by more than the noise of
-both, the run is flagged instead of printed as a share: that ceiling bounds nothing.
+whose cost per image is shown beside. Where (b) beats its ceiling by more than the share's
+noise, the run is flagged instead of printed as a share: that ceiling bounds nothing.
 
 It also times the cache build, reads (b)'s peak resident memory and accounts for it
 (bench/memory_account.py). Prints a table and writes JSON (bench/out/throughput.json).
@@ -32,8 +32,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -157,9 +159,8 @@ def half_spread(values: list[float], centre: float) -> float:
 class Ceiling:
     """(c) for one network: the network and optimizer ``cfg`` names, at the same precision and memory
     format as ours, training on a few batches already on the device, eager and compiled. Each variant
-    is built and warmed up once, then timed in rounds, so that the rounds can bracket ours (half
-    before it, half after): the host's speed changes over minutes (bench/RESULTS.md, sessions 7 and
-    17), and bracketing puts that drift inside the ceiling's noise instead of between ours and its bound."""
+    is built and warmed up once, then timed in rounds, so that the rounds can take turns with ours'
+    epochs: the host's speed changes over minutes (bench/RESULTS.md, sessions 7, 17 and 31)."""
 
     def __init__(self, cfg: DictConfig, size: int, batch: int, device, precision: str,
                  variants: tuple[bool, ...] = (False, True), warmup: int | None = None) -> None:
@@ -201,11 +202,20 @@ class Ceiling:
                 "noise": timings[best]["noise"], "repeat_noise": timings[best]["repeat_noise"]}
 
 
-def verdict(ours: dict, ceiling: dict) -> dict:
-    """ours / ceiling, unless ours exceeds it by more than the two noises together: then a flag."""
-    share = ours["images_per_s"] / ceiling["images_per_s"]
-    noise = ceiling["noise"] + (ours.get("noise") or 0.0)
-    return {"share": share, "noise": noise, "flag": share - 1 > noise}
+def verdict(ours_rates: list[float], round_medians: list[float]) -> dict:
+    """ours / ceiling, epoch by epoch: each of ours' steady epochs against the mean of the ceiling's
+    rounds just before and just after it (bench/epoch_gate.py), so that the host's drift over
+    minutes falls on both alike. The share is the median of those; its noise, the median's
+    standard error (1.25 sigma / sqrt(n)) relative to it: what is left is the host's wander within
+    seconds, which no turn-taking cancels. Where ours exceeds the ceiling by more than that noise,
+    a flag instead of a share."""
+    shares = [ours_rates[e] / ((round_medians[e] + round_medians[e + 1]) / 2)
+              for e in range(1, len(ours_rates)) if e + 1 < len(round_medians)]
+    if not shares:
+        return {}
+    share = statistics.median(shares)
+    noise = 1.2533 * statistics.stdev(shares) / math.sqrt(len(shares)) / share if len(shares) > 1 else 0.0
+    return {"share": share, "noise": noise, "per_epoch": shares, "flag": share - 1 > noise}
 
 
 def cache_build_rate(root: Path, size: int, cache_dir: Path) -> float:
@@ -237,26 +247,41 @@ def steady_rate(rates: list[float]) -> float:
 
 
 def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, cache_dir: Path, extra: list[str],
-                    limit_s: float | None = None, name: str = "ours") -> dict:
+                    limit_s: float | None = None, name: str = "ours", between_epochs=None) -> dict:
     """`src/train.py` in a subprocess: wall time, steady-state images/s, peak memory. A run still
     going after ``limit_s`` is stopped (SIGTERM: it saves and exits) and its finished epochs are
-    reported, so a lease that is too short for every epoch still gets the steady rate."""
+    reported, so a lease that is too short for every epoch still gets the steady rate.
+    ``between_epochs(epoch)``, if given, runs after each training epoch while the run waits
+    (bench/epoch_gate.py); that time counts in neither the wall time nor the limit."""
     run_dir = out / f"{name}-run"
     args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={root}", f"data.image_size={size}",
             f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"data.cache_dir={cache_dir}",
             f"hydra.run.dir={run_dir}", f"paths.output_root={out}", "test=false", "trainer.enable_progress_bar=false", *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, stderr = proc.communicate(timeout=limit_s)
-        stopped = False
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate()
-        stopped = True
-    wall = time.perf_counter() - start
+    env, gate = None, out / f"{name}-gate"
+    if between_epochs:
+        shutil.rmtree(gate, ignore_errors=True)
+        gate.mkdir(parents=True)
+        args += ["+callbacks.epoch_gate._target_=epoch_gate.EpochGate", f"+callbacks.epoch_gate.folder={gate}"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))}
+    log = out / f"{name}-run.log"
+    start, paused, epoch, stopped = time.perf_counter(), 0.0, 0, False
+    with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the run while this loop polls
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        while proc.poll() is None:
+            if not stopped and limit_s is not None and time.perf_counter() - start - paused > limit_s:
+                proc.send_signal(signal.SIGTERM)
+                stopped = True
+            if between_epochs and (gate / f"done_{epoch}").exists():
+                if not stopped:
+                    pause = time.perf_counter()
+                    between_epochs(epoch)
+                    paused += time.perf_counter() - pause
+                (gate / f"go_{epoch}").touch()
+                epoch += 1
+            time.sleep(0.01)
+    wall = time.perf_counter() - start - paused
     if proc.returncode != 0 and not stopped:
-        raise RuntimeError(f"train.py failed:\n{stderr[-4000:]}")
+        raise RuntimeError(f"train.py failed:\n{log.read_text()[-4000:]}")
     scalars = read_scalars(run_dir, ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"))
     rates = scalars.get("perf/train_images_per_s", [])
     steady = rates[1:]
@@ -277,12 +302,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1200, help="size of the Kaggle-shaped JPEG set")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of (b); the first is not counted")
+    parser.add_argument("--epochs", type=int, default=9, help="epochs of (b); the first is not counted")
     parser.add_argument("--original-steps", type=int, default=8)
     parser.add_argument("--original-workers", type=int, default=0)
     parser.add_argument("--ceiling-steps", type=int, default=3, help="timed steps per repeat of (c)")
-    parser.add_argument("--ceiling-rounds", type=int, default=4, help="rounds of (c), half before (b) and half after; at least 2")
-    parser.add_argument("--ceiling-round-s", type=float, default=30.0, help="seconds of repeats per round and variant")
+    parser.add_argument("--ceiling-rounds", type=int, default=4, help="rounds of (c) without (b) (--skip ours); at least 2. With (b): one before it and one after each of its epochs")
+    parser.add_argument("--ceiling-round-s", type=float, default=10.0, help="seconds of repeats per round and variant, about one epoch of (b)")
     parser.add_argument("--ceiling-variants", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--ours-limit", type=float, default=None, help="stop (b) after this many seconds, reporting its finished epochs")
@@ -317,26 +342,25 @@ def main() -> None:
         if "ceiling" not in args.skip:
             ceiling = Ceiling(cfg, args.size, args.batch, device, net["precision"],
                               tuple(v == "compiled" for v in args.ceiling_variants))
-            # Half the rounds before ours and half after it, when ours runs: see Ceiling.
-            before = args.ceiling_rounds if "ours" in args.skip else (args.ceiling_rounds + 1) // 2
-            for _ in range(before):
+            # With ours: one round before it, then one after each of its epochs (see verdict).
+            for _ in range(args.ceiling_rounds if "ours" in args.skip else 1):
                 ceiling.time(args.ceiling_steps, args.ceiling_round_s)
         if "ours" not in args.skip:
             # A cache of its own: the run's wall time includes building it, as a first run's does.
+            between = (lambda epoch: ceiling.time(args.ceiling_steps, args.ceiling_round_s)) if ceiling else None
             net["ours"] = ours_end_to_end(root, args.size, args.batch, args.epochs, args.out,
-                                          args.out / f"cache-{stamp}-{name}", overrides, args.ours_limit, name)
+                                          args.out / f"cache-{stamp}-{name}", overrides, args.ours_limit, name, between)
             rate = net["ours"]["images_per_s"]
             print(f"(b) {name} ours: {rate:.1f} images/s" if rate else f"(b) {name}: no epoch finished within --ours-limit", flush=True)
         if ceiling:
-            for _ in range(args.ceiling_rounds - before):
-                ceiling.time(args.ceiling_steps, args.ceiling_round_s)
             net["ceiling"] = ceiling.result()
             del ceiling  # its networks and optimizer states, before the next network's
             print(f"(c) {name} ceiling: {net['ceiling']['images_per_s']:.1f} images/s ({net['ceiling']['best']}, "
-                  f"noise +-{100 * net['ceiling']['noise']:.1f}%, single repeats +-{100 * net['ceiling']['repeat_noise']:.1f}%; round medians "
+                  f"rounds apart by +-{100 * net['ceiling']['noise']:.1f}%, single repeats +-{100 * net['ceiling']['repeat_noise']:.1f}%; round medians "
                   f"{[round(m, 1) for m in net['ceiling']['variants'][net['ceiling']['best']]['round_medians']]})", flush=True)
         if net.get("ours", {}).get("images_per_s") and "ceiling" in net:
-            net["verdict"] = verdict(net["ours"], net["ceiling"])
+            best = net["ceiling"]["variants"][net["ceiling"]["best"]]
+            net["verdict"] = verdict(net["ours"]["per_epoch"], best["round_medians"])
         if "memory" not in args.skip and device.type == "cpu":
             net["memory"] = memory_account(overrides, args.size, args.batch, args.out / f"memory-{name}.json")
     (args.out / "throughput.json").write_text(json.dumps(result, indent=2))
@@ -390,7 +414,8 @@ def print_table(r: dict) -> None:
             print(f"FLAG ({name}): ours runs {100 * (v['share'] - 1):.0f}% above its ceiling, more than the noise "
                   f"(+-{100 * v['noise']:.1f}%): this ceiling does not bound ours, so no share is reported")
         elif v:
-            print(f"ours / ceiling ({name}): {100 * v['share']:.0f}% (noise +-{100 * v['noise']:.1f}%)")
+            print(f"ours / ceiling ({name}): {100 * v['share']:.0f}% (noise +-{100 * v['noise']:.1f}%; epoch by epoch, "
+                  f"against the ceiling's rounds on either side: {[round(100 * x) for x in v['per_epoch']]}%)")
     if "cache_build_images_per_s" in r:
         print(f"cache build: {r['cache_build_images_per_s']:.0f} images/s")
     for name in NETWORKS:

@@ -125,7 +125,7 @@ def check_value_kinds() -> None:
         default = _lookup(defaults, override.key_or_group)
         wanted = _kind_wanted(override.key_or_group, default, override.value())
         if wanted:
-            raise UserError(f"{override.input_line}: {override.key_or_group} takes {wanted}, like its default, {_as_typed(default)}")
+            raise UserError(f"{override.input_line}: {override.key_or_group} takes {wanted}, like its default, {as_typed(default)}")
 
 
 def _lookup(config: dict, key: str) -> object:
@@ -154,12 +154,14 @@ def _kind_wanted(key: str, default: object, value: object) -> str | None:
     return None
 
 
-def _as_typed(value: object) -> str:
-    """``value`` as it is typed on the command line: ``false``, ``[2,4,4]``."""
+def as_typed(value: object) -> str:
+    """``value`` as it is typed on the command line: ``false``, ``[2,4,4]``, ``(2, 2, 2)`` -> ``[2,2,2]``."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(map(_as_typed, value)) + "]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(as_typed, value)) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_as_typed(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{as_typed(v)}" for k, v in value.items()) + "}"
     return str(value)

@@ -29,6 +29,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.atomic_write import write_atomic
+from catdog.command_line import as_typed
 from catdog.errors import UserError
 from catdog.model.simple_cnn import SimpleCNN
 from catdog.task import read_result
@@ -196,12 +197,6 @@ def _checkpoint_value(key: str, old: object) -> object:
     return old if param is None else param.default
 
 
-def _as_override(key: str, value: object) -> str:
-    """As typed on the command line: ``(2, 2, 2)`` -> ``'model.net.pool=[2,2,2]'``, ``['cat', 'dog']`` -> ``[cat,dog]``."""
-    value = list(value) if isinstance(value, tuple) else value
-    return f"'{key}={str(value).replace(' ', '').replace(chr(39), '')}'"
-
-
 def check_same_optimizer(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> None:
     """The saved optimizer state (Adam's moments, SGD's momentum) loads only into the optimizer that
     wrote it: another one is refused here, in one line, not by a KeyError inside its first step."""
@@ -222,9 +217,11 @@ def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConf
         return
     first = differ[0]
     where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
-    changed = [(k, _checkpoint_value(k, old)) for k, old, _ in _changes(_stored_config(ckpt), cfg)
+    stored = _stored_config(ckpt)
+    typed = OmegaConf.create(stored or {})  # the values as set ([2, 4, 4]), not as _changes flattens them
+    changed = [(k, _checkpoint_value(k, OmegaConf.select(typed, k, default=UNSET))) for k, _, _ in _changes(stored, cfg)
                if _shapes_network(k, cfg)]
-    back = " ".join(_as_override(k, old) for k, old in changed if old != UNSET)
+    back = " ".join(f"'{k}={as_typed(old)}'" for k, old in changed if old != UNSET)
     if not back:
         raise UserError(f"{where}: start without ckpt_path, or with the settings it was trained with")
     raise UserError(f"{where}: add {back} to continue it with the settings it was trained with, or start without ckpt_path")
