@@ -293,7 +293,7 @@ class DeviceAugment:
         it needs no copy of its own); ``labels`` only for ``frame_donor="other_class"``. The
         resampling and the frame swap are linear, so the pixels stay 0-255 until the first colour
         pass scales them: one pass fewer over the batch."""
-        x = images.float()
+        x = images.to(torch.float32, copy=True)  # a copy even of floats: the frame swap writes in place
         p = self.sample(x.shape[0], x.device, generator)
         x = self.colour(self.frame(self.geometry(x, p), p, labels), p, 255.0, memory_format)
         return self.erasing(x, p, generator)
