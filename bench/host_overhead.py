@@ -36,7 +36,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from catdog.allocator import apply_keep_freed_memory  # noqa: E402
 from catdog.data.synthetic import generate  # noqa: E402
 from catdog.model.simple_cnn import SimpleCNN  # noqa: E402
-from throughput import Ceiling, build_net, compose_config, read_scalars, resident_batch, steady_rate, sync_device  # noqa: E402
+from throughput import (Ceiling, autocast_dtype, build_net, compose_config, read_scalars, resident_batch,  # noqa: E402
+                        steady_rate, sync_device)
 
 
 def bare(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str, compile_model: bool) -> float:
@@ -142,15 +143,21 @@ def seed_parts(steps: int, device) -> dict[str, float]:
             "ours": _ms(lambda: _seed_generators(1, device), steps, device)}
 
 
-def augment_parts(size: int, batch: int, steps: int, device) -> dict[str, float]:
-    """The training augmentation of one batch (the original's ranges plus zoom), eager and compiled."""
+def augment_parts(cfg: DictConfig, size: int, batch: int, steps: int, device, precision: str) -> dict[str, float]:
+    """The training augmentation of one batch as ours runs it (conf/'s ``model.augment``, under the
+    preset's autocast, then the copy to the network's channels-last layout), eager and compiled."""
     from catdog.data.augment import DeviceAugment
 
-    augment = DeviceAugment(scale=(0.75, 1.0))
-    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
+    augment = DeviceAugment(**OmegaConf.to_container(cfg.model.augment))
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)  # as the cache gives them
+    dtype = autocast_dtype(precision)
     compiled = torch.compile(augment.__call__, dynamic=False)
-    return {"eager": _ms(lambda: augment(images), steps, device),
-            "compiled": _ms(lambda: compiled(images), steps, device)}
+
+    def timed(fn) -> float:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return _ms(lambda: fn(images).contiguous(memory_format=torch.channels_last), steps, device)
+
+    return {"eager": timed(augment), "compiled": timed(compiled)}
 
 
 def optimizer_parts(size: int, steps: int, device) -> dict[str, float]:
@@ -190,7 +197,7 @@ def main() -> None:
             result[f"{name}_ms_per_step"] = run()
             print(f"{name}: {result[f'{name}_ms_per_step']:.2f} ms/step", flush=True)
     parts = {"seed": lambda: seed_parts(args.steps, device),
-             "augment": lambda: augment_parts(args.size, args.batch, max(5, args.steps // 10), device),
+             "augment": lambda: augment_parts(cfg, args.size, args.batch, max(5, args.steps // 10), device, precision),
              "optimizer": lambda: optimizer_parts(args.size, max(5, args.steps // 10), device)}
     for name, run in parts.items():
         if name not in args.skip:

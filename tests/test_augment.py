@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from catdog.data.augment import _ORDERS, DeviceAugment, Params, _swap_all, _swap_chosen, affine_grid, centre_zoom
+from catdog.data.augment import _ORDERS, DeviceAugment, Params, affine_grid, centre_zoom
 
 
 def _params(n, **overrides) -> Params:
@@ -196,31 +196,3 @@ def test_frame_swap_can_take_the_surroundings_from_an_image_of_the_other_class()
         aug(images)
     with pytest.raises(ValueError, match="frame_donor"):
         DeviceAugment(frame_donor="same_class")
-
-
-def test_the_cpus_in_place_frame_swap_is_the_fused_one():
-    """On a CPU the swap touches only the chosen images, in place; elsewhere one fused pass does all.
-    Same pixels, donors swapped themselves included (each must give its pixels as they were)."""
-    aug = DeviceAugment(frame_swap=0.5, frame_keep=(0.4, 0.9))
-    x = torch.rand(16, 3, 20, 20)
-    p = aug.sample(16, x.device, torch.Generator().manual_seed(2))
-    chosen = (p.keep[:, 2] - p.keep[:, 0]) < 1
-    assert 2 < int(chosen.sum()) < 14 and (chosen & chosen.roll(1)).any()  # some donors are swapped too
-    for donors in ((torch.arange(16) - 1) % 16, torch.randint(0, 16, (16,), generator=torch.Generator().manual_seed(0))):
-        assert torch.equal(_swap_chosen(x.clone(), p.keep, donors), _swap_all(x, p.keep, donors))
-    none = aug.sample(16, x.device, torch.Generator().manual_seed(2))
-    none.keep[:] = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    assert torch.equal(_swap_chosen(x.clone(), none.keep, donors), x)  # nobody chosen: nothing changes
-
-
-def test_the_output_comes_in_the_networks_memory_format_with_the_same_pixels():
-    """The network takes channels-last input: the augmentation's last pass writes it so, instead of
-    a copy of its own in the network's forward."""
-    aug = DeviceAugment(scale=(0.75, 1.0), frame_swap=0.25)
-    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
-    plain = aug(images, torch.Generator().manual_seed(1))
-    nhwc = aug(images, torch.Generator().manual_seed(1), memory_format=torch.channels_last)
-    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not plain.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(nhwc, plain)
-    still = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0)  # no colour pass: the scaling's
-    assert still(images, memory_format=torch.channels_last).is_contiguous(memory_format=torch.channels_last)

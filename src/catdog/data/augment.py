@@ -61,17 +61,14 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tens
     }
 
 
-def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor, divisor: float = 1.0,
-                  memory_format: torch.memory_format | None = None) -> torch.Tensor:
-    """Apply one colour operation per sample, ``op`` choosing which, to ``x / divisor``; the result
-    in ``memory_format`` if given (else the input's).
+def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Apply one colour operation per sample, ``op`` choosing which.
 
     torchvision's three are all ``blend(x, other, f) = clamp(f * x + (1 - f) * other)``, with
     ``other`` black (brightness), the mean grey level (contrast) or the grey image (saturation).
     Grey is linear in x, so each sample's operation is a 3x3 colour matrix plus an offset: one
     batched matrix product serves a batch that mixes all three, with no per-sample branching,
-    no host sync, and two passes over the pixels instead of a dozen. ``divisor`` rides along in
-    the matrix, so 0-255 pixels need no pass of their own to reach [0, 1].
+    no host sync, and two passes over the pixels instead of a dozen.
     """
     n, c, h, w = x.shape
     const = _constants(x.device, x.dtype)
@@ -79,14 +76,11 @@ def _jitter_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor, divis
     f = factor.to(x.dtype).view(n, 1, 1)
     eye = const["eye"].expand(n, 3, 3)
     to_gray = luma.expand(n, 3, 3) * (op == 2).to(x.dtype).view(n, 1, 1)  # every row: w^T, for saturation
-    matrix = (f * eye + (1.0 - f) * to_gray) / divisor
-    mean_gray = x.mean(dim=(2, 3)) @ luma / divisor  # (n,): the contrast operation's grey level
+    matrix = f * eye + (1.0 - f) * to_gray
+    mean_gray = x.mean(dim=(2, 3)) @ luma  # (n,): the contrast operation's grey level
     offset = ((1.0 - f.view(n)) * mean_gray * (op == 1).to(x.dtype)).view(n, 1, 1).expand(n, 3, 1)
-    blended = torch.baddbmm(offset, matrix, x.reshape(n, c, h * w)).view(n, c, h, w)
-    if memory_format is None:
-        return blended.clamp_(0.0, 1.0)
-    # the dtype autocast gave the product (bf16 where it is native), in the layout asked for
-    return torch.clamp(blended, 0.0, 1.0, out=torch.empty_like(blended, memory_format=memory_format))
+    out = torch.baddbmm(offset, matrix, x.reshape(n, c, h * w))
+    return out.clamp_(0.0, 1.0).view(n, c, h, w)
 
 
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -134,21 +128,6 @@ def _in_boxes(boxes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     in_x = ((xs >= box[:, 0]) & (xs < box[:, 2])).unsqueeze(-2)  # (N, 1, 1, W)
     in_y = ((ys >= box[:, 1]) & (ys < box[:, 3])).unsqueeze(-1)  # (N, 1, H, 1)
     return in_x & in_y
-
-
-def _swap_all(x: torch.Tensor, keep: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
-    """Outside its box of ``keep``, each image takes the pixels of its donor (``donors``: (N,) index),
-    where its box is the whole image, its own: one fused pass on a GPU."""
-    return torch.where(_in_boxes(keep, x), x, x[donors])
-
-
-def _swap_chosen(x: torch.Tensor, keep: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
-    """``_swap_all``'s result, in place, touching only the chosen images: on 2 CPU cores each pass
-    over a 224 px batch costs about 10 ms, and three over the whole batch were 5% of a training
-    step (bench/RESULTS.md, session 32). Not on a GPU: picking the chosen ones waits for it."""
-    chosen = ((keep[:, 2] - keep[:, 0]) < 1).nonzero().squeeze(1)
-    mixed = torch.where(_in_boxes(keep[chosen], x), x[chosen], x[donors[chosen]])  # gathered before the write
-    return x.index_copy_(0, chosen, mixed)
 
 
 class DeviceAugment:
@@ -253,28 +232,22 @@ class DeviceAugment:
         """
         if p.keep is None:
             return x
-        n = x.shape[0]
         if self.frame_donor == "any":
-            donors = (torch.arange(n, device=x.device) - 1) % n  # the one before, cyclically
+            donors = x.roll(1, dims=0)
         elif labels is None:
             raise ValueError("frame_donor='other_class' needs the batch's labels: call the augmentation with labels=")
         else:
-            donors = _other_class_donors(labels)
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
-            return _swap_chosen(x, p.keep, donors)
-        return _swap_all(x, p.keep, donors)
+            donors = x[_other_class_donors(labels)]
+        return torch.where(_in_boxes(p.keep, x), x, donors)
 
-    def colour(self, x: torch.Tensor, p: Params, divisor: float = 1.0,
-               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """Brightness, contrast and saturation in each sample's own random order (as ColorJitter),
-        on ``x / divisor``; the result in ``memory_format``, written by the last pass."""
+    def colour(self, x: torch.Tensor, p: Params) -> torch.Tensor:
+        """Brightness, contrast and saturation in each sample's own random order (as ColorJitter)."""
         if not any(self.jitter):
-            return torch.div(x, divisor, out=torch.empty_like(x, memory_format=memory_format))
+            return x
         orders = _constants(x.device, x.dtype)["orders"][p.order]  # (N, 3): the op of each stage
         for stage in range(3):
             op = orders[:, stage]
-            x = _jitter_stage(x, op, p.factors.gather(1, op[:, None]).squeeze(1), divisor if stage == 0 else 1.0,
-                              memory_format if stage == 2 else None)
+            x = _jitter_stage(x, op, p.factors.gather(1, op[:, None]).squeeze(1))
         return x
 
     def erasing(self, x: torch.Tensor, p: Params, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -287,13 +260,8 @@ class DeviceAugment:
         return torch.where(inside, noise, x)  # inside: (N, 1, H, W), broadcast over the channels
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                 labels: torch.Tensor | None = None,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """uint8 (N, 3, H, W) -> augmented float in [0, 1], in ``memory_format`` (the network's, so that
-        it needs no copy of its own); ``labels`` only for ``frame_donor="other_class"``. The
-        resampling and the frame swap are linear, so the pixels stay 0-255 until the first colour
-        pass scales them: one pass fewer over the batch."""
-        x = images.to(torch.float32, copy=True)  # a copy even of floats: the frame swap writes in place
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]; ``labels`` only for ``frame_donor="other_class"``."""
+        x = images.float().div_(255.0)
         p = self.sample(x.shape[0], x.device, generator)
-        x = self.colour(self.frame(self.geometry(x, p), p, labels), p, 255.0, memory_format)
-        return self.erasing(x, p, generator)
+        return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)

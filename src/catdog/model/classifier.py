@@ -80,12 +80,9 @@ class Classifier(L.LightningModule):
         if self.compile_net and not getattr(self.net, "_compiled_call_impl", None):
             self.net.compile()  # in place: unlike torch.compile(net), state_dict keys stay the same
 
-    @property
-    def _memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=self._memory_format)  # a no-op for the training augmentation's output
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.training:
             return self.net(x)  # compiled, when model.compile is on
         # Evaluation runs eagerly: it is a small share of the work, and compiling it too would
@@ -121,7 +118,7 @@ class Classifier(L.LightningModule):
             # the same shape (the ragged last one is dropped), so it compiles once.
             fn = self.augment.__call__
             self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
-        return self._train_augment(images, labels=labels, memory_format=self._memory_format)
+        return self._train_augment(images, labels=labels)
 
     # -- training metrics: summed on the device, logged sparingly ----------------------------
     # Not self.log and torchmetrics on every step: their bookkeeping costs more host time than a
