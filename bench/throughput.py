@@ -284,10 +284,8 @@ def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, c
         raise RuntimeError(f"train.py failed:\n{log.read_text()[-4000:]}")
     scalars = read_scalars(run_dir, ("perf/train_images_per_s", "perf/peak_rss_gib", "val/acc"))
     rates = scalars.get("perf/train_images_per_s", [])
-    steady = rates[1:]
     return {"wall_s": wall, "epochs": epochs, "epochs_done": len(rates), "stopped_at_limit": stopped,
             "images_per_s": steady_rate(rates) if rates else None, "per_epoch": rates,
-            "noise": half_spread(steady, statistics.median(steady)) if len(steady) > 1 else None,
             "peak_rss_gib": max(scalars.get("perf/peak_rss_gib", [float("nan")])),
             "final_val_acc": scalars.get("val/acc", [None])[-1]}
 
