@@ -157,6 +157,16 @@ def test_a_network_option_that_does_not_fit_is_one_line(tmp_path, synthetic_root
     assert "Traceback" not in proc.stderr and "Error in call to target" not in proc.stderr
 
 
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path, synthetic_root):
+    """Lightning's MisconfigurationException, wrapped by Hydra's instantiate: one line naming the key."""
+    proc = run_cli("train", f"data.root={synthetic_root}", "debug=profiler_pytorch",
+                   "trainer.profiler.sort_by_key=self_cpu_time", f"paths.output_root={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: trainer.profiler: Found sort_by_key: self_cpu_time. Should be within")
+    assert "Traceback" not in proc.stderr and "Error in call to target" not in proc.stderr
+
+
 def test_full_disk_is_reported_before_training(tmp_path, monkeypatch):
     import shutil
 

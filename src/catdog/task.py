@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -81,8 +82,15 @@ def read_result(run_dir: str | os.PathLike) -> dict | None:
 
 def _user_error(err: BaseException) -> UserError | None:
     """The UserError behind ``err``: Hydra's instantiate wraps what a ``_target_`` raises (a
-    network option that does not fit, say) in its own InstantiationException."""
+    network option that does not fit, say) in its own InstantiationException. Lightning's
+    MisconfigurationException is its word for a setting it cannot take (``trainer.profiler.sort_by_key=``
+    a key it does not know): a user's mistake too, named by the config key Hydra was building."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    key = re.search(r"full_key: (\S+)", str(err))
     while err is not None and not isinstance(err, UserError):
+        if isinstance(err, MisconfigurationException):
+            return UserError(f"{key.group(1)}: {err}" if key else str(err))
         err = err.__cause__
     return err
 

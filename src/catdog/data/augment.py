@@ -261,7 +261,13 @@ class DeviceAugment:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]; ``labels`` only for ``frame_donor="other_class"``."""
-        x = images.float().div_(255.0)
-        p = self.sample(x.shape[0], x.device, generator)
-        return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
+        """uint8 (N, 3, H, W) -> augmented float32 in [0, 1]; ``labels`` only for ``frame_donor="other_class"``.
+
+        Always in float32, also inside the trainer's autocast: bf16 autocast would run the colour
+        passes' matrix products in bf16, with a conversion before them, and on a CPU that made the
+        augmentation cost twice as much inside a training step (224 px, bf16 Xeon: 85 ms against
+        36 ms, bench/RESULTS.md session 33), besides rounding the pixels to 8 bits of mantissa."""
+        with torch.autocast(images.device.type, enabled=False):
+            x = images.float().div_(255.0)
+            p = self.sample(x.shape[0], x.device, generator)
+            return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
