@@ -254,6 +254,7 @@ def ours_end_to_end(root: Path, size: int, batch: int, epochs: int, out: Path, c
     ``between_epochs(epoch)``, if given, runs after each training epoch while the run waits
     (bench/epoch_gate.py); that time counts in neither the wall time nor the limit."""
     run_dir = out / f"{name}-run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run's TensorBoard log there would be read as this run's first epochs
     args = [sys.executable, str(ROOT / "src" / "train.py"), f"data.root={root}", f"data.image_size={size}",
             f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"data.cache_dir={cache_dir}",
             f"hydra.run.dir={run_dir}", f"paths.output_root={out}", "test=false", "trainer.enable_progress_bar=false", *extra]
