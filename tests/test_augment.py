@@ -189,6 +189,10 @@ def test_frame_swap_keeps_each_chosen_images_centre_and_takes_the_next_images_su
     ring = out[:, 0].clone()
     ring[:, 4:12, 4:12] = corner[:, :1, :1]  # the whole frame outside the box: one image's pixels
     assert (ring == corner[:, :1, :1]).all()
+    every = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, frame_swap=1.0,
+                          frame_keep=(0.5, 0.5))
+    corners = (every(images[:5]) * 255).round().to(torch.uint8)[:, 0, 0, 0]
+    assert corners.tolist() == [4, 0, 1, 2, 3]  # the first image's surroundings from the last, cyclically
 
 
 def test_frame_swap_can_take_the_surroundings_from_an_image_of_the_other_class():

@@ -33,6 +33,15 @@ def test_image_input_takes_uint8_or_unit_floats_and_normalises_with_imagenet_sta
     assert torch.allclose(layer(images / 255.0), expected, atol=1e-6)
     channels_last = images.contiguous(memory_format=torch.channels_last)
     assert layer(channels_last).is_contiguous(memory_format=torch.channels_last)
+    for memory_format in (torch.preserve_format, torch.channels_last):  # the latter as Classifier sets it
+        layer.memory_format = memory_format
+        floats = (images / 255.0).requires_grad_()  # Grad-CAM's input: the normalisation differentiates
+        normalised = layer(floats)
+        assert torch.allclose(normalised, expected, atol=1e-6)
+        normalised.sum().backward()
+        assert torch.allclose(floats.grad, (1 / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1).expand_as(floats))
+    assert layer(images).is_contiguous(memory_format=torch.channels_last)  # written so from any input
+    assert torch.allclose(layer(images), expected, atol=1e-6)
     with pytest.raises(TypeError, match="uint8 or float"):
         layer(images.long())
 

@@ -23,6 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
+from catdog.model.image_input import ImageInput
 
 
 def _batch_mixing(mixup: float, cutmix: float, num_classes: int):
@@ -77,12 +78,15 @@ class Classifier(L.LightningModule):
         # their own setup, which runs first, and must copy the plain module, not a compiled one.
         if self.channels_last:  # NHWC convolutions: faster on GPUs with tensor cores and on CPUs
             self.net.to(memory_format=torch.channels_last)
+            for module in self.net.modules():  # whose normalised input is then written channels-last, not copied
+                if isinstance(module, ImageInput):
+                    module.memory_format = torch.channels_last
         if self.compile_net and not getattr(self.net, "_compiled_call_impl", None):
             self.net.compile()  # in place: unlike torch.compile(net), state_dict keys stay the same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # No channels-last copy of x here: the network's ImageInput writes it so, and a convolution
+        # with channels-last weights takes any other input to channels-last itself.
         if self.training:
             return self.net(x)  # compiled, when model.compile is on
         # Evaluation runs eagerly: it is a small share of the work, and compiling it too would
