@@ -235,7 +235,7 @@ class DeviceAugment:
         keep = _in_boxes(p.keep, x)
         if self.frame_donor == "any":
             # The one before each image, cyclically, read in place: x.roll(1) would copy the whole
-            # batch first (a third of the swap's time on a CPU, bench/RESULTS.md session 34).
+            # batch first (a quarter of the swap's time on a CPU, bench/RESULTS.md session 34).
             out = torch.empty_like(x)
             torch.where(keep[1:], x[1:], x[:-1], out=out[1:])
             torch.where(keep[:1], x[:1], x[-1:], out=out[:1])

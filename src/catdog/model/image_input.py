@@ -21,8 +21,8 @@ class ImageInput(nn.Module):
 
     One pass over the pixels, ``x * (1 / std) + (-mean / std)``, written straight into
     ``memory_format`` (the input's unless set: ``Classifier`` sets channels-last when the network
-    runs so). The plain ``(x - mean) / std`` after a channels-last copy took three passes, about
-    12 ms of a 224 px training step on 2 CPU cores (bench/RESULTS.md, session 34)."""
+    runs so). The plain ``(x - mean) / std`` after a channels-last copy took three passes, twice
+    the time for a 224 px batch on 2 CPU cores (bench/RESULTS.md, session 34)."""
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()
