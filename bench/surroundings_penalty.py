@@ -39,10 +39,10 @@ class SurroundingsPenaltyClassifier(Classifier):
         images, y = batch
         self._seed_step(batch_idx)
         aug = self.augment
-        with torch.autocast(images.device.type, enabled=False):  # as DeviceAugment.__call__, keeping its boxes
+        with torch.autocast(images.device.type, enabled=False):  # as DeviceAugment.__call__, keeping its draws
             x = images.float() / 255.0
             p = aug.sample(x.shape[0], x.device)
-            x = aug.erasing(aug.colour(aug.frame(aug.geometry(x, p), p, y), p), p)
+            x = aug.apply(x, p, y)
         if p.keep is None:
             raise ValueError("the surroundings penalty needs model.augment.frame_swap > 0")
         outside = (~_in_boxes(p.keep, x)).to(x.dtype)  # the swapped-in surroundings; none for the others

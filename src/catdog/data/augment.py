@@ -273,5 +273,10 @@ class DeviceAugment:
         36 ms, bench/RESULTS.md session 33), besides rounding the pixels to 8 bits of mantissa."""
         with torch.autocast(images.device.type, enabled=False):
             x = images.float().div_(255.0)
-            p = self.sample(x.shape[0], x.device, generator)
-            return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
+            return self.apply(x, self.sample(x.shape[0], x.device, generator), labels, generator)
+
+    def apply(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """[0, 1] floats -> augmented with the draws ``p``, every stage in its order (for callers that
+        need the draws too, e.g. the kept boxes of the frame swap)."""
+        return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
