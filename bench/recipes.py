@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -152,10 +151,11 @@ RECIPES = {name: overrides if name == "defaults" else _as_measured(overrides) fo
 # reach experiment=cpu's 94.5% at 224 px with them (session 32)?
 RECIPES["defaults_pool442"] = ["model.net.pool=[4,4,2]"]
 # The default recipe with a penalty on the input gradient that falls on the swapped-in surroundings
-# (bench/surroundings_penalty.py, importable since run_one puts bench/ on the path; session 34).
-_PENALTY = "model._target_=surroundings_penalty.SurroundingsPenaltyClassifier"
-RECIPES["surroundings_penalty"] = [_PENALTY, "+model.surroundings_penalty=1.0"]
-RECIPES["surroundings_penalty_03"] = [_PENALTY, "+model.surroundings_penalty=0.3"]
+# (model.surroundings_penalty, catdog/model/surroundings_penalty.py; sessions 34-35).
+RECIPES["surroundings_penalty"] = ["model.surroundings_penalty=1.0"]
+RECIPES["surroundings_penalty_03"] = ["model.surroundings_penalty=0.3"]
+RECIPES["surroundings_penalty_3"] = ["model.surroundings_penalty=3.0"]
+RECIPES["surroundings_penalty_half"] = ["model.surroundings_penalty=1.0", "model.augment.frame_swap=0.5"]  # twice the images penalised
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
@@ -167,8 +167,7 @@ def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra:
             f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", f"paths.output_root={out}",
             "trainer.enable_progress_bar=false", "callbacks.gradcam.every_n_epochs=10", *extra]
     start = time.perf_counter()
-    path = os.pathsep.join(p for p in (str(ROOT / "bench"), os.environ.get("PYTHONPATH")) if p)
-    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+    proc = subprocess.run(args, capture_output=True, text=True)
     row = {"recipe": name, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), "overrides": overrides}
     result = run_dir / "result.json"
     if proc.returncode == 0 and result.exists():

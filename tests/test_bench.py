@@ -46,26 +46,6 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
     assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
 
 
-def test_surroundings_penalty_trains_and_measures_the_gradients_share_outside_the_kept_box(tmp_path, synthetic_root):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import torch
-    from surroundings_penalty import outside_share
-
-    grad = torch.zeros(2, 3, 4, 4)
-    grad[0, :, :2] = 1.0  # image 0: its gradient in the top half only
-    grad[1] = 2.0  # image 1: everywhere alike
-    outside = torch.zeros(2, 1, 4, 4)
-    outside[:, :, :2] = 1.0  # the top half is the swapped-in surroundings
-    assert torch.allclose(outside_share(grad, outside), torch.tensor([1.0, 0.5]))
-    _run("bench/recipes.py", "--data", str(synthetic_root), "--out", str(tmp_path), "--jobs", "surroundings_penalty:0",
-         "--", "data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1", "data.num_workers=0",
-         "trainer.precision=32-true", "model.compile=false", "model.augment.frame_swap=1.0")
-    rows = [json.loads(line) for line in (tmp_path / "recipes.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and "error" not in rows[0], rows
-    metrics = json.loads((tmp_path / "surroundings_penalty_seed0" / "result.json").read_text())["metrics"]
-    assert 0.0 <= metrics["train/surroundings_share"] <= 1.0
-
-
 def test_learning_curve_trains_each_size_on_the_same_held_out_split(tmp_path, synthetic_root):
     _run("bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(tmp_path), "--sizes", "24", "64",
          "--parallel", "2", "--", "data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1",

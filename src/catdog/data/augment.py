@@ -118,7 +118,7 @@ def _other_class_donors(labels: torch.Tensor) -> torch.Tensor:
     return behind.gather(1, first[:, None]).squeeze(1)
 
 
-def _in_boxes(boxes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def in_boxes(boxes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) bool: which pixel centres of each image of ``x`` lie in its box of ``boxes``
     ((N, 4): x0 y0 x1 y1 as fractions of the side, x0 and y0 included)."""
     h, w = x.shape[-2:]
@@ -232,7 +232,7 @@ class DeviceAugment:
         """
         if p.keep is None:
             return x
-        keep = _in_boxes(p.keep, x)
+        keep = in_boxes(p.keep, x)
         if self.frame_donor == "any":
             # The one before each image, cyclically, read in place: x.roll(1) would copy the whole
             # batch first (a quarter of the swap's time on a CPU, bench/RESULTS.md session 34).
@@ -259,7 +259,7 @@ class DeviceAugment:
         network cannot learn the box itself as a sign of anything."""
         if p.erase is None:
             return x
-        inside = _in_boxes(p.erase, x)
+        inside = in_boxes(p.erase, x)
         noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         return torch.where(inside, noise, x)  # inside: (N, 1, H, W), broadcast over the channels
 
@@ -271,12 +271,14 @@ class DeviceAugment:
         passes' matrix products in bf16, with a conversion before them, and on a CPU that made the
         augmentation cost twice as much inside a training step (224 px, bf16 Xeon: 85 ms against
         36 ms, bench/RESULTS.md session 33), besides rounding the pixels to 8 bits of mantissa."""
+        return self.with_kept_boxes(images, generator, labels)[0]
+
+    def with_kept_boxes(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                        labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As ``__call__``, also returning the frame swap's kept boxes ((N, 4), as ``Params.keep``; None
+        when the swap is off): the surroundings penalty needs to know where the swapped-in pixels are."""
         with torch.autocast(images.device.type, enabled=False):
             x = images.float().div_(255.0)
-            return self.apply(x, self.sample(x.shape[0], x.device, generator), labels, generator)
-
-    def apply(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """[0, 1] floats -> augmented with the draws ``p``, every stage in its order (for callers that
-        need the draws too, e.g. the kept boxes of the frame swap)."""
-        return self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
+            p = self.sample(x.shape[0], x.device, generator)
+            x = self.erasing(self.colour(self.frame(self.geometry(x, p), p, labels), p), p, generator)
+            return x, p.keep

@@ -24,6 +24,7 @@ from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
 from catdog.model.image_input import ImageInput
+from catdog.model.surroundings_penalty import surroundings_share
 
 
 def _batch_mixing(mixup: float, cutmix: float, num_classes: int):
@@ -48,6 +49,7 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mixup: float = 0.0,
         cutmix: float = 0.0,
+        surroundings_penalty: float = 0.0,
         tta_flip: bool = False,
         eval_zoom: float = 1.0,
         compile: bool = False,
@@ -66,6 +68,7 @@ class Classifier(L.LightningModule):
         self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
         n = len(self.classes)
         self.mix = _batch_mixing(mixup, cutmix, n)
+        self.surroundings_penalty = _checked_penalty(surroundings_penalty, self.augment.frame_swap)
         self.val_metrics = evaluation.metric_collection(n, "val/")
         self.test_metrics = evaluation.metric_collection(n, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -98,13 +101,15 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, y = batch  # uint8 (B, 3, S, S) on the device
         self._seed_step(batch_idx)
-        x = self._augmented(images, y)
-        x, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
-        logits = self(x)
+        x, keep = self._augmented(images, y)
+        mixed, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
+        logits = self(mixed)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         self._watch_loss(loss, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
-        self._tally(loss, logits, y)
-        return loss
+        # On the images before MixUp/CutMix, whose swapped-in surroundings are still where the boxes say
+        share = surroundings_share(self.net, x, y, keep) if self.surroundings_penalty else None
+        self._tally(loss, logits, y, share)
+        return loss if share is None else loss + self.surroundings_penalty * share
 
     def _seed_step(self, batch_idx: int) -> None:
         """Everything random in a training step (augmentation, dropout, MixUp) draws from a seed
@@ -115,12 +120,13 @@ class Classifier(L.LightningModule):
         key = [self.seed, trainer.current_epoch, batch_idx] + ([trainer.global_rank] if trainer.world_size > 1 else [])
         _seed_generators(int(np.random.SeedSequence(key).generate_state(1)[0]), self.device)
 
-    def _augmented(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _augmented(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The augmented batch and the frame swap's kept boxes (for the surroundings penalty)."""
         if self._train_augment is None:
             # Compiled, ~100 small operations per batch become a few fused kernels: on a GPU their
             # launches would otherwise take longer than the training step itself. Every batch has
             # the same shape (the ragged last one is dropped), so it compiles once.
-            fn = self.augment.__call__
+            fn = self.augment.with_kept_boxes
             self._train_augment = torch.compile(fn, dynamic=False) if self.compile_augment else fn
         return self._train_augment(images, labels=labels)
 
@@ -129,13 +135,15 @@ class Classifier(L.LightningModule):
     # whole training step of this small network on a GPU, which would then sit idle.
 
     def on_train_epoch_start(self) -> None:
-        self._sums = torch.zeros(2, device=self.device)  # summed loss, correct predictions
+        self._sums = torch.zeros(3, device=self.device)  # summed loss, correct predictions, surroundings share
         self._seen = 0
 
-    def _tally(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def _tally(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, share: torch.Tensor | None) -> None:
         with torch.no_grad():
             self._sums[0] += loss.detach().float() * len(y)
             self._sums[1] += (logits.argmax(dim=1) == y).sum()
+            if share is not None:
+                self._sums[2] += share.detach() * len(y)
         self._seen += len(y)
         every = self.trainer.log_every_n_steps
         if every and self.trainer.global_step % every == 0:  # one read-back every few steps, for the curve
@@ -144,8 +152,10 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._seen:
-            loss, correct = (self._sums / self._seen).tolist()
+            loss, correct, share = (self._sums / self._seen).tolist()
             self.log_dict({"train/loss": loss, "train/acc": correct}, prog_bar=True)
+            if self.surroundings_penalty:  # how much of the input gradient the swapped-in surroundings still get
+                self.log("train/surroundings_share", share)
 
     # -- a non-finite loss stops the run -------------------------------------------------
 
@@ -272,6 +282,15 @@ class Classifier(L.LightningModule):
             "classes": self.classes,
             "config": self.run_config,
         }
+
+
+def _checked_penalty(weight: float, frame_swap: float) -> float:
+    if weight < 0:
+        raise UserError(f"model.surroundings_penalty={weight} must be 0 (off) or a positive weight")
+    if weight and not frame_swap:
+        raise UserError(f"model.surroundings_penalty={weight} acts on swapped surroundings, and model.augment.frame_swap=0 "
+                        "swaps none: set model.surroundings_penalty=0 or model.augment.frame_swap > 0")
+    return float(weight)
 
 
 def _interval_of(scheduler: partial | None) -> str:

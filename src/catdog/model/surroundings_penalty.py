@@ -1,0 +1,49 @@
+"""A penalty on the input gradient that falls on surroundings known to say nothing of the label
+(``model.surroundings_penalty``, off by default).
+
+"Right for the right reasons" (Ross et al., 2017) penalises the input gradient where an annotation
+says the evidence is not. Kaggle's photos have no masks, but the surroundings swap
+(``model.augment.frame_swap``) makes its own: outside the kept box, a swapped image shows another
+photo's pixels, which cannot be evidence for its label. The penalty is the share of the squared input
+gradient of log p(label) that lies there, averaged over the swapped images: scale-free (0 to 1), so
+its weight is weighed against the cross-entropy directly.
+
+The gradient is taken with the network in evaluation mode, as Grad-CAM and the maps see it (BatchNorm's
+running statistics, no dropout), on the swapped images only, in a forward pass of their own. Taken in
+training mode on the whole batch instead, the second backward pass through BatchNorm's batch statistics
+took 18-20x the training time at 64 px on 2 CPU cores (bench/RESULTS.md, sessions 34-35); this way 3x.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catdog.data.augment import in_boxes
+
+
+def outside_share(grad: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """(N,): the share of each image's squared gradient (summed over channels) on ``outside`` (N, 1, H, W)."""
+    energy = grad.float().pow(2).sum(dim=1, keepdim=True)
+    return (energy * outside).sum(dim=(1, 2, 3)) / energy.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
+def surroundings_share(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The mean share of the input gradient of log p(label) outside the kept boxes ``keep`` ((N, 4), as
+    ``DeviceAugment.Params.keep``) over the images whose surroundings were swapped; differentiable in the
+    network's weights (a second backward pass). 0 when no image of the batch was swapped."""
+    swapped = (keep[:, 2] - keep[:, 0]) < 1.0  # the others keep the whole image
+    if not bool(swapped.any()):
+        return x.new_zeros(())
+    x, labels, keep = x[swapped].detach().requires_grad_(True), labels[swapped], keep[swapped]
+    was_training = net.training
+    net.eval()
+    try:
+        # forward(), not __call__: a network compiled in place (model.compile) cannot take the second
+        # backward pass, and the eager forward shares its weights.
+        log_p = F.log_softmax(net.forward(x).float(), dim=1)
+        (grad,) = torch.autograd.grad(log_p.gather(1, labels[:, None]).sum(), x, create_graph=True)
+    finally:
+        net.train(was_training)
+    return outside_share(grad, (~in_boxes(keep, x)).to(grad.dtype)).mean()
