@@ -105,11 +105,12 @@ class Classifier(L.LightningModule):
         mixed, target = self.mix(x, y) if self.mix is not None else (x, y)  # soft targets when mixing
         logits = self(mixed)
         loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-        self._watch_loss(loss, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
         # On the images before MixUp/CutMix, whose swapped-in surroundings are still where the boxes say
         share = surroundings_share(self.net, x, y, keep) if self.surroundings_penalty else None
+        total = loss if share is None else loss + self.surroundings_penalty * share
+        self._watch_loss(total, last_of_epoch=batch_idx + 1 >= self.trainer.num_training_batches)
         self._tally(loss, logits, y, share)
-        return loss if share is None else loss + self.surroundings_penalty * share
+        return total
 
     def _seed_step(self, batch_idx: int) -> None:
         """Everything random in a training step (augmentation, dropout, MixUp) draws from a seed
