@@ -156,6 +156,9 @@ RECIPES["surroundings_penalty"] = ["model.surroundings_penalty=1.0"]
 RECIPES["surroundings_penalty_03"] = ["model.surroundings_penalty=0.3"]
 RECIPES["surroundings_penalty_3"] = ["model.surroundings_penalty=3.0"]
 RECIPES["surroundings_penalty_half"] = ["model.surroundings_penalty=1.0", "model.augment.frame_swap=0.5"]  # twice the images penalised
+RECIPES["surroundings_penalty_2"] = ["model.surroundings_penalty=2.0"]
+# Other-class donors: surroundings that contradict the label, on top of the penalty on them
+RECIPES["surroundings_penalty_other"] = ["model.surroundings_penalty=1.0", "model.augment.frame_donor=other_class"]
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
