@@ -98,13 +98,13 @@ def test_throughput_reports_every_pipeline_on_both_networks_and_stops_ours_at_it
 
 
 def test_ours_waits_for_the_ceiling_between_epochs_without_counting_the_wait(tmp_path):
-    """The ceiling's rounds run while ours waits at its epoch's end (bench/epoch_gate.py): two
+    """The ceiling's rounds run while ours waits at its epoch's end (bench/epoch_gate.py): three
     seconds of ceiling after each epoch must not show in ours' epoch times, or ours would be slowed
-    by its own bound."""
+    by its own bound. (Three, not two: on cores busy with other work a 40-image epoch took 2.1 s.)"""
     for _ in range(2):  # twice into one folder, as `make bench` runs: the second reads only its own epochs
         _run("bench/throughput.py", "--images", "40", "--size", "32", "--batch", "8", "--epochs", "3", "--networks", "seed",
              "--skip", "original", "cache", "memory", "--ceiling-variants", "eager", "--ceiling-steps", "1",
-             "--ceiling-round-s", "2", "--out", str(tmp_path), "--", "trainer=cpu", "data.num_workers=0")
+             "--ceiling-round-s", "3", "--out", str(tmp_path), "--", "trainer=cpu", "data.num_workers=0")
     result = json.loads((tmp_path / "throughput.json").read_text())
     assert result["seed"]["ours"]["epochs_done"] == 3 and len(result["seed"]["ours"]["per_epoch"]) == 3
     gate = sorted(p.name for p in (tmp_path / "seed-gate").iterdir())
@@ -114,7 +114,7 @@ def test_ours_waits_for_the_ceiling_between_epochs_without_counting_the_wait(tmp
     from throughput import read_scalars
 
     seconds = read_scalars(tmp_path / "seed-run", ("perf/epoch_train_s",))["perf/epoch_train_s"]
-    assert len(seconds) == 3 and max(seconds) < 2.0, seconds  # 40 images at 32 px: well under a second each
+    assert len(seconds) == 3 and max(seconds) < 3.0, seconds  # 40 images at 32 px: well under a second each, alone
 def test_the_ceilings_noise_is_the_spread_of_its_rounds_not_of_single_repeats():
     """Repeats wander with the host over seconds; what bounds another run's estimate is how far
     whole rounds lie apart (bench/RESULTS.md, session 17)."""
