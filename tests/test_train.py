@@ -148,8 +148,12 @@ def test_the_literal_command_on_a_fresh_clone_says_where_the_photos_go_before_an
         (["experiment=cpu", "data.root=.", "trainer.max_epochs=7"], "max_epochs=7 is not a multiple of trainer.check_val"),
         (["keep_freed_memory=sometimes", "data.root=."], "keep_freed_memory=sometimes: use never"),
         (["trainer.max_epochs=2.5", "data.root=."], "trainer.max_epochs=2.5 is not a whole number of epochs"),
+        (["model.surroundings_penalty=-1", "data.root=."], "must be 0 (off) or a positive weight"),
+        (["model.surroundings_penalty=0.3", "model.augment.frame_swap=0", "data.root=."],
+         "set model.surroundings_penalty=0 or model.augment.frame_swap > 0"),
     ],
-    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting", "epochs-not-a-number"],
+    ids=["no-root", "missing-root", "missing-checkpoint", "last-epoch-unvalidated", "unknown-heap-setting", "epochs-not-a-number",
+         "negative-penalty", "penalty-without-swap"],
 )
 def test_user_errors_exit_with_one_line(tmp_path, args, message):
     proc = run_cli("train", *args, f"paths.output_root={tmp_path}", "~logger")
