@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from catdog.data.augment import in_boxes
 from catdog.model.surroundings_penalty import outside_share, surroundings_share
 from helpers import TINY, compose_train
 from train import train
@@ -53,6 +55,26 @@ def test_the_gradient_is_taken_as_the_maps_see_it_and_training_mode_comes_back()
     assert net.training and torch.equal(net.bn.running_mean, torch.full((3,), 0.5))  # eval mode: stats untouched
     share.backward()
     assert net.bn.weight.grad is not None  # a second backward pass reaches the weights
+
+
+def test_batch_norm_taken_as_its_affine_map_changes_neither_the_share_nor_its_gradient():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    bn = net[1]
+    with torch.no_grad():  # statistics and an affine part far from the identity
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
+    x, y, keep = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 0]), torch.stack([CENTRE] * 3)
+    share = surroundings_share(net, x, y, keep)
+    got = torch.autograd.grad(share, list(net.parameters()))
+    assert "forward" not in vars(bn)  # torch's own batch_norm again
+
+    net.eval()  # the reference: the share through torch's evaluation-mode batch_norm
+    x = x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.log_softmax(net(x), dim=1).gather(1, y[:, None]).sum(), x, create_graph=True)
+    reference = outside_share(grad, (~in_boxes(keep, x)).float()).mean()
+    assert share.item() == pytest.approx(reference.item(), rel=1e-5)
+    for g, want in zip(got, torch.autograd.grad(reference, list(net.parameters()))):
+        assert torch.allclose(g, want, rtol=1e-4, atol=1e-7)
 
 
 def test_descending_the_penalty_moves_the_gradient_off_the_surroundings():
