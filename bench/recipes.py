@@ -151,12 +151,13 @@ RECIPES = {name: overrides if name == "defaults" else _as_measured(overrides) fo
 # reach experiment=cpu's 94.5% at 224 px with them (session 32)?
 RECIPES["defaults_pool442"] = ["model.net.pool=[4,4,2]"]
 # The default recipe with a penalty on the input gradient that falls on the swapped-in surroundings
-# (model.surroundings_penalty, catdog/model/surroundings_penalty.py; sessions 34-35).
+# (model.surroundings_penalty, catdog/model/surroundings_penalty.py; sessions 34-36).
 RECIPES["surroundings_penalty"] = ["model.surroundings_penalty=1.0"]
 RECIPES["surroundings_penalty_03"] = ["model.surroundings_penalty=0.3"]
 RECIPES["surroundings_penalty_3"] = ["model.surroundings_penalty=3.0"]
 RECIPES["surroundings_penalty_half"] = ["model.surroundings_penalty=1.0", "model.augment.frame_swap=0.5"]  # twice the images penalised
 RECIPES["surroundings_penalty_2"] = ["model.surroundings_penalty=2.0"]
+RECIPES["surroundings_penalty_15"] = ["model.surroundings_penalty=1.5"]
 # Other-class donors: surroundings that contradict the label, on top of the penalty on them
 RECIPES["surroundings_penalty_other"] = ["model.surroundings_penalty=1.0", "model.augment.frame_donor=other_class"]
 

@@ -29,13 +29,14 @@ class Region(nn.Module):
         return torch.stack([s, -s], dim=1)
 
 
-def test_outside_share_is_the_share_of_the_squared_gradient_summed_over_channels():
-    grad = torch.zeros(2, 3, 4, 4)
+def test_outside_share_is_the_share_of_the_gradient_magnitude_summed_over_channels():
+    grad = torch.zeros(3, 3, 4, 4)
     grad[0, :, :2] = 1.0  # image 0: its gradient in the top half only
     grad[1] = 2.0  # image 1: everywhere alike
-    outside = torch.zeros(2, 1, 4, 4)
+    grad[2, 0, :2], grad[2, 1, 2:] = -2.0, 1.0  # image 2: twice the magnitude on top, one sign negative
+    outside = torch.zeros(3, 1, 4, 4)
     outside[:, :, :2] = 1.0  # the top half is the swapped-in surroundings
-    assert torch.allclose(outside_share(grad, outside), torch.tensor([1.0, 0.5]))
+    assert torch.allclose(outside_share(grad, outside), torch.tensor([1.0, 0.5, 2 / 3]))  # squares would give 0.8
 
 
 def test_the_share_counts_the_swapped_images_only_and_sees_where_the_network_looks():

@@ -4,9 +4,11 @@
 "Right for the right reasons" (Ross et al., 2017) penalises the input gradient where an annotation
 says the evidence is not. Kaggle's photos have no masks, but the surroundings swap
 (``model.augment.frame_swap``) makes its own: outside the kept box, a swapped image shows another
-photo's pixels, which cannot be evidence for its label. The penalty is the share of the squared input
-gradient of log p(label) that lies there, averaged over the swapped images: scale-free (0 to 1), so
-its weight is weighed against the cross-entropy directly.
+photo's pixels, which cannot be evidence for its label. The penalty is the share of the input gradient
+of log p(label) (its magnitude, summed over pixels) that lies there, averaged over the swapped images:
+scale-free (0 to 1), so its weight is weighed against the cross-entropy directly. The magnitude, not its
+square as Ross et al.: a share of squares is small once the few largest gradients are off the
+surroundings, while the maps' mass counts every pixel (five seeds each, bench/RESULTS.md session 36).
 
 The gradient is taken with the network in evaluation mode, as Grad-CAM and the maps see it (BatchNorm's
 running statistics, no dropout), on the swapped images only, in a forward pass of their own, each
@@ -28,8 +30,8 @@ from catdog.data.augment import in_boxes
 
 
 def outside_share(grad: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """(N,): the share of each image's squared gradient (summed over channels) on ``outside`` (N, 1, H, W)."""
-    energy = grad.float().pow(2).sum(dim=1, keepdim=True)
+    """(N,): the share of each image's gradient magnitude (|g| summed over channels) on ``outside`` (N, 1, H, W)."""
+    energy = grad.float().abs().sum(dim=1, keepdim=True)
     return (energy * outside).sum(dim=(1, 2, 3)) / energy.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
