@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catdog.data.augment import in_boxes
+from catdog.gradcam.maps import evaluating
 
 
 def outside_share(grad: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
@@ -70,14 +71,9 @@ def surroundings_share(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, ke
     if not bool(swapped.any()):
         return x.new_zeros(())
     x, labels, keep = x[swapped].detach().requires_grad_(True), labels[swapped], keep[swapped]
-    was_training = net.training
-    net.eval()
-    try:
-        with _batch_norms_as_affine(net):
-            # forward(), not __call__: a network compiled in place (model.compile) cannot take the second
-            # backward pass, and the eager forward shares its weights.
-            log_p = F.log_softmax(net.forward(x).float(), dim=1)
-        (grad,) = torch.autograd.grad(log_p.gather(1, labels[:, None]).sum(), x, create_graph=True)
-    finally:
-        net.train(was_training)
+    with evaluating(net), _batch_norms_as_affine(net):  # each module's own mode comes back after
+        # forward(), not __call__: a network compiled in place (model.compile) cannot take the second
+        # backward pass, and the eager forward shares its weights.
+        log_p = F.log_softmax(net.forward(x).float(), dim=1)
+    (grad,) = torch.autograd.grad(log_p.gather(1, labels[:, None]).sum(), x, create_graph=True)
     return outside_share(grad, (~in_boxes(keep, x)).to(grad.dtype)).mean()
