@@ -140,14 +140,14 @@ def check_trains_further(path: str | os.PathLike, ckpt: dict, max_epochs: object
                         f"raise trainer.max_epochs to train it further (src/eval.py scores it as it is)")
 
 
-def _changes(stored: dict | None, cfg: DictConfig) -> list[tuple[str, object, object]]:
+def _changes(stored: DictConfig | None, cfg: DictConfig) -> list[tuple[str, object, object]]:
     """``(key, checkpoint's value, this run's)`` for every setting the run changes (paths inside
     the two run folders, which always differ, left out)."""
     from catdog.hparams import flat_params
 
     if not stored:
         return []
-    before, now = flat_params(OmegaConf.create(stored)), flat_params(cfg)
+    before, now = flat_params(stored), flat_params(cfg)
     old_dir, new_dir = str((stored.get("paths") or {}).get("output_dir") or "\0"), str(cfg.paths.output_dir)
 
     def same(key: str) -> bool:
@@ -159,14 +159,15 @@ def _changes(stored: dict | None, cfg: DictConfig) -> list[tuple[str, object, ob
             for k in sorted(before.keys() | now.keys()) if k not in ignored and not same(k)]
 
 
-def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
+def settings_diff(stored: DictConfig | None, cfg: DictConfig) -> list[str]:
     """``optimizer.lr 0.01 -> 0.001`` for every setting the run changes from the checkpoint's."""
     return [f"{key} {old} -> {new}" for key, old, new in _changes(stored, cfg)]
 
 
-def _stored_config(ckpt: dict) -> dict | None:
+def _stored_config(ckpt: dict) -> DictConfig | None:
     """The config of the run that saved ``ckpt`` (train.py keeps it under "catdog"; older files lack it)."""
-    return (ckpt.get("catdog") or {}).get("config")
+    stored = (ckpt.get("catdog") or {}).get("config")
+    return OmegaConf.create(stored) if stored else None
 
 
 def describe_resume(path: str | os.PathLike, ckpt: dict, cfg: DictConfig) -> str:
@@ -218,8 +219,8 @@ def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConf
     first = differ[0]
     where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
     stored = _stored_config(ckpt)
-    typed = OmegaConf.create(stored or {})  # the values as set ([2, 4, 4]), not as _changes flattens them
-    changed = [(k, _checkpoint_value(k, OmegaConf.select(typed, k, default=UNSET))) for k, _, _ in _changes(stored, cfg)
+    # The values as set ([2, 4, 4]), not as _changes flattens them
+    changed = [(k, _checkpoint_value(k, OmegaConf.select(stored, k, default=UNSET))) for k, _, _ in _changes(stored, cfg)
                if _shapes_network(k, cfg)]
     back = " ".join(f"'{k}={as_typed(old)}'" for k, old in changed if old != UNSET)
     if not back:
