@@ -160,6 +160,8 @@ RECIPES["surroundings_penalty_2"] = ["model.surroundings_penalty=2.0"]
 RECIPES["surroundings_penalty_15"] = ["model.surroundings_penalty=1.5"]
 # Other-class donors: surroundings that contradict the label, on top of the penalty on them
 RECIPES["surroundings_penalty_other"] = ["model.surroundings_penalty=1.0", "model.augment.frame_donor=other_class"]
+# A smaller kept box, so more of each swapped image's surroundings is penalised (session 37)
+RECIPES["surroundings_penalty_keep58"] = ["model.surroundings_penalty=1.0", "model.augment.frame_keep=[0.5,0.8]"]
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
