@@ -159,14 +159,17 @@ def _changes(stored: DictConfig | None, cfg: DictConfig) -> list[tuple[str, obje
             for k in sorted(before.keys() | now.keys()) if k not in ignored and not same(k)]
 
 
-def settings_diff(stored: DictConfig | None, cfg: DictConfig) -> list[str]:
+def settings_diff(stored: dict | None, cfg: DictConfig) -> list[str]:
     """``optimizer.lr 0.01 -> 0.001`` for every setting the run changes from the checkpoint's."""
-    return [f"{key} {old} -> {new}" for key, old, new in _changes(stored, cfg)]
+    return [f"{key} {old} -> {new}" for key, old, new in _changes(_as_config(stored), cfg)]
 
 
-def _stored_config(ckpt: dict) -> DictConfig | None:
+def _stored_config(ckpt: dict) -> dict | None:
     """The config of the run that saved ``ckpt`` (train.py keeps it under "catdog"; older files lack it)."""
-    stored = (ckpt.get("catdog") or {}).get("config")
+    return (ckpt.get("catdog") or {}).get("config")
+
+
+def _as_config(stored: dict | None) -> DictConfig | None:
     return OmegaConf.create(stored) if stored else None
 
 
@@ -218,8 +221,7 @@ def check_same_network(path: str | os.PathLike, ckpt: dict, model, cfg: DictConf
         return
     first = differ[0]
     where = f"{path} holds a network of another shape than this run's ({first}: {tuple(saved[first].shape)} there, {tuple(now[first].shape)} here)"
-    stored = _stored_config(ckpt)
-    # The values as set ([2, 4, 4]), not as _changes flattens them
+    stored = _as_config(_stored_config(ckpt))  # built once: the values as set ([2, 4, 4]), not as _changes flattens them
     changed = [(k, _checkpoint_value(k, OmegaConf.select(stored, k, default=UNSET))) for k, _, _ in _changes(stored, cfg)
                if _shapes_network(k, cfg)]
     back = " ".join(f"'{k}={as_typed(old)}'" for k, old in changed if old != UNSET)
