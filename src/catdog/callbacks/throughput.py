@@ -26,6 +26,9 @@ class EpochThroughput(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # Lightning skips that hook for an epoch resumed in the middle
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._sync(pl_module)
         self._start, self._images = time.perf_counter(), 0

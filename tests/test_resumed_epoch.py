@@ -1,12 +1,15 @@
-"""The progress bar of an epoch resumed in the middle names the epoch and its batches, as every
-other epoch's does (Lightning skips the hook that sets them for that epoch)."""
+"""An epoch resumed in the middle, which Lightning starts without ``on_train_epoch_start``: its
+progress bar names the epoch and its batches, and its speed is logged, as every other epoch's."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
+from torch.utils.data import DataLoader, TensorDataset
 
 from catdog.callbacks.progress_bar import ProgressBar
+from catdog.callbacks.throughput import EpochThroughput
 
 
 class SaveBeforeBatch(L.Callback):
@@ -40,10 +43,21 @@ class BarAtStart(L.Callback):
         self.seen = (progress.desc.rstrip(": "), progress.total, progress.n)
 
 
-def fit(tmp_path, *callbacks, ckpt_path=None) -> None:
+class ImagesAndLabels(BoringModel):
+    """Batches of (inputs, labels), as the project's are."""
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(64, 32), torch.zeros(64)), batch_size=16)
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch[0], batch_idx)
+
+
+def fit(tmp_path, *callbacks, ckpt_path=None) -> L.Trainer:
     trainer = L.Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, callbacks=list(callbacks), default_root_dir=tmp_path)
-    trainer.fit(BoringModel(), ckpt_path=ckpt_path)
+    trainer.fit(ImagesAndLabels(), ckpt_path=ckpt_path)
+    return trainer
 
 
 def test_resumed_mid_epoch_bar_names_the_epoch_its_total_and_the_batches_done(tmp_path):
@@ -62,3 +76,10 @@ def test_bar_of_a_run_resumed_at_an_epoch_end_is_left_to_the_next_epoch(tmp_path
     look = BarAtStart(bar)
     fit(tmp_path, bar, look, ckpt_path=ckpt)
     assert look.seen[0] == "Training" and look.seen[2] == 0
+
+
+def test_resumed_mid_epoch_logs_the_epochs_speed(tmp_path):
+    ckpt = tmp_path / "mid.ckpt"
+    fit(tmp_path, SaveBeforeBatch(ckpt, epoch=1, batch=2))
+    resumed = fit(tmp_path, EpochThroughput(), ckpt_path=ckpt)  # trains the last two batches of epoch 1 alone
+    assert {"perf/train_images_per_s", "perf/epoch_train_s"} <= set(resumed.callback_metrics)
