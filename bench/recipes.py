@@ -162,6 +162,10 @@ RECIPES["surroundings_penalty_15"] = ["model.surroundings_penalty=1.5"]
 RECIPES["surroundings_penalty_other"] = ["model.surroundings_penalty=1.0", "model.augment.frame_donor=other_class"]
 # A smaller kept box, so more of each swapped image's surroundings is penalised (session 37)
 RECIPES["surroundings_penalty_keep58"] = ["model.surroundings_penalty=1.0", "model.augment.frame_keep=[0.5,0.8]"]
+# experiment=cpu (16,000 photos, 96 px) with the penalty: do more photos and the penalty together reach the maps
+# issue's 0.70 / 95% (session 38)?
+RECIPES["cpu_penalty"] = ["experiment=cpu", "model.surroundings_penalty=1.0"]
+RECIPES["cpu_penalty_01"] = ["experiment=cpu", "model.surroundings_penalty=0.1"]  # weight 1.0 cost 9 points there
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
