@@ -166,6 +166,7 @@ RECIPES["surroundings_penalty_keep58"] = ["model.surroundings_penalty=1.0", "mod
 # issue's 0.70 / 95% (session 38)?
 RECIPES["cpu_penalty"] = ["experiment=cpu", "model.surroundings_penalty=1.0"]
 RECIPES["cpu_penalty_01"] = ["experiment=cpu", "model.surroundings_penalty=0.1"]  # weight 1.0 cost 9 points there
+RECIPES["cpu_penalty_003"] = ["experiment=cpu", "model.surroundings_penalty=0.03"]  # 0.1 cost 2.2 points (session 39)
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
