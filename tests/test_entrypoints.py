@@ -258,7 +258,7 @@ def test_cam_cli_writes_pictures_and_maps_and_skips_bad_files(tmp_path, trained,
         cam = np.load(run / f"{name}.npy")
         assert cam.shape == (32, 32) and cam.dtype == np.float32 and cam.min() >= 0 and cam.max() <= 1
         x = torch.from_numpy(load_rgb(str(path), 32).copy()).permute(2, 0, 1)[None]
-        np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "relu2", None, "gradcam++")[0].numpy(), atol=1e-4)  # the default layer
+        np.testing.assert_allclose(cam, grad_cam(trained["net"], x, "pool1", None, "gradcam++")[0].numpy(), atol=1e-4)  # the default layer
     bad = {Path(r[0]).name for r in read_csv(run / "bad_files.csv")[1:]}
     assert bad == {"5.jpg", "9.jpg"}
     assert len(one_warning(proc.stdout, "skipped 2 of 8 files")) == 1
@@ -287,7 +287,7 @@ def test_cam_contrastive_score_cam(tmp_path, trained, test1):
     make_cams(compose(tmp_path, "cam", [f"ckpt_path={trained['ckpt']}", f"images={files['2.jpg']}", "method=scorecam",
                                         "target=dog", "contrast=true", "save_maps=true"]))
     x = torch.from_numpy(load_rgb(str(files["2.jpg"]), 32).copy()).permute(2, 0, 1)[None]
-    expected = grad_cam(trained["net"], x, "relu2", 1, "scorecam", contrast=True)[0].numpy()  # the default layer
+    expected = grad_cam(trained["net"], x, "pool1", 1, "scorecam", contrast=True)[0].numpy()  # the default layer
     np.testing.assert_allclose(np.load(tmp_path / "run" / "2.npy"), expected, atol=1e-4)
 
 

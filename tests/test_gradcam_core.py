@@ -186,7 +186,7 @@ def test_unknown_method_and_layer_raise_user_error() -> None:
     model, x = make_model(), make_images(2)
     with pytest.raises(UserError, match="gradcam\\+\\+"):
         grad_cam(model, x, method="nosuchcam")
-    with pytest.raises(UserError, match="its layers with maps: conv1, conv2, conv3, relu1, relu2, relu3"):
+    with pytest.raises(UserError, match="its layers with maps: conv1, conv2, conv3, pool1, pool2, pool3, relu1, relu2, relu3"):
         grad_cam(model, x, layer="conv4")
     with pytest.raises(UserError, match="N, C, h, w"):
         grad_cam(model, x, layer="fc1")

@@ -61,7 +61,7 @@ class GradCamLogger(L.Callback):
         self,
         every_n_epochs: int = 1,
         num_images: int = 8,
-        layer: str = "relu2",
+        layer: str = "pool1",
         method: str = "hirescam",
         score_images: int = 48,
         top_losses: int = 8,

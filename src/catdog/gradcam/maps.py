@@ -86,8 +86,10 @@ def method_names() -> list[str]:
 
 
 def _map_layer_names(model: nn.Module) -> list[str]:
-    """The layers a map is usually taken at: each convolution and the activation after it (relu2, the default)."""
-    return [name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.ReLU))]
+    """The layers a map is usually taken at: each convolution, the activation after it and the pool after
+    that (pool1, the default)."""
+    kinds = (nn.modules.conv._ConvNd, nn.ReLU, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
 def find_layer(model: nn.Module, layer: str) -> nn.Module:
