@@ -74,11 +74,21 @@ def auroc_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     on the animal, and the centred Gaussian's from 0.59 to 0.71, bench/RESULTS.md), so a map cannot
     buy it by sharpening. NaN for a mask that is empty or covers the whole image.
     The Mann-Whitney form over tie-averaged ranks scores a whole batch at once, where
-    torchmetrics' binary_auroc takes one image per call."""
-    flat, inside = cams.flatten(1).float().contiguous(), masks.to(cams.device).flatten(1)
-    ordered = flat.sort(dim=1).values
-    ranks = (torch.searchsorted(ordered, flat) + torch.searchsorted(ordered, flat, right=True) + 1) / 2
+    torchmetrics' binary_auroc takes one image per call; the ranks come from one sort, each tie
+    group's first and last place found by running maxima and minima (a third of the time of
+    searching the sorted maps: the callback scores 64 probe maps every epoch)."""
+    values, order = cams.flatten(1).float().sort(dim=1)
+    inside = masks.to(cams.device).flatten(1).gather(1, order)  # in the sorted order
+    n = values.shape[1]
+    place = torch.arange(n, device=values.device).expand_as(values)
+    starts = torch.ones_like(values, dtype=torch.bool)  # where a tie group starts
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    ends = torch.ones_like(starts)  # where one ends
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, place, 0).cummax(dim=1).values
+    last = torch.where(ends, place, n).flip(1).cummin(dim=1).values.flip(1)
+    ranks = (first + last).double() / 2 + 1
     pos = inside.sum(dim=1).double()
-    neg = inside.shape[1] - pos
-    u = (ranks.double() * inside).sum(dim=1) - pos * (pos + 1) / 2
+    neg = n - pos
+    u = (ranks * inside).sum(dim=1) - pos * (pos + 1) / 2
     return (u / (pos * neg)).float()  # 0 / 0 = NaN where one side is empty
