@@ -2,11 +2,11 @@
 # Issue 14's 224 px runs on one lent GPU (session 24, an H200), where the 20,000 photos (160 MB)
 # cannot travel in one device call (64 MiB): they go as three tars in .gpu/ (git-ignored), one per
 # call, on one warm machine; each call unpacks its tar into /tmp/d20k, which the machine keeps
-# while it stays warm (30 s between calls). Make the tars and the hydra wheels (in .whl/) first:
-#   tar -cf .gpu/d20k_N.tar -C ../shared/data/dogs-vs-cats-200px/train-20k -T listN
-# where list0 names cat.0-1999 and dog.0-1999 (the small step's photos) and list0-2 together all
-# 20,000 files, each list under ~55 MB of JPEGs (the headers and the working tree fill the rest of
-# a call's 64 MiB). Then, with each call carrying [.whl, .gpu/d20k_N.tar] (the tree travels anyway):
+# while it stays warm (30 s between calls). Make the tars and the hydra wheels first, on the CPU:
+#   bash bench/gpu_prepare.sh         # .gpu/d20k_{0,1,2}.tar (~58 MB each; the first holds cat/dog.0-1999,
+#                                     # the small step's photos) and .whl/ (hydra-core, omegaconf, antlr4)
+# (the headers and the working tree fill the rest of a call's 64 MiB). Then, with each call
+# carrying [.whl, .gpu/d20k_N.tar] (the tree travels anyway):
 #   STEP=none bash bench/gpu_photos.sh      # unpack only: send the first tars back to back, quickly
 #   STEP=small bash bench/gpu_photos.sh     # the small-data command at 224 px on cat/dog.0-1999, 3 seeds at once
 #   STEP=full bash bench/gpu_photos.sh      # the default recipe at 224 px, 40 epochs, 16,000 / 4,000, 3 seeds at once

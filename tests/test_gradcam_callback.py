@@ -45,7 +45,16 @@ def test_maps_logged_at_step_epoch_for_due_epochs_only(run):
     for i in range(8):
         assert sorted(images[f"gradcam/sample_{i:02d}"]) == [1, 2]
     assert sorted(images["val/confusion_matrix"]) == [0, 1, 2]  # its own callback: every epoch
-    assert (run / "gradcam_grid.png").is_file()
+    # The run folder's copy is the last epoch's picture, the very PNG TensorBoard got (encoded once).
+    for tag, name in (("gradcam/grid", "gradcam_grid.png"), ("gradcam/probe_grid", "gradcam_probe_grid.png")):
+        assert _last_png(run, tag) == (run / name).read_bytes()
+
+
+def _last_png(run: Path, tag: str) -> bytes:
+    (path,) = run.glob("tensorboard/events.out.tfevents.*")
+    acc = EventAccumulator(str(path), size_guidance={"images": 0})
+    acc.Reload()
+    return max(acc.Images(tag), key=lambda e: e.step).encoded_image_string
 
 
 def test_pr_curve_every_epoch_and_the_projector_of_the_validation_images(run):
@@ -86,16 +95,29 @@ def test_probe_scores_and_references_and_faithfulness_logged(run):
 def test_mask_outline_is_drawn_on_the_overlay_only():
     import numpy as np
 
-    from catdog.gradcam.render import MIN_CELL, TITLE_HEIGHT, Row, cam_grid
+    from catdog.gradcam.render import CELL, TITLE_HEIGHT, Row, cam_grid
 
     image, cam = torch.zeros(3, 16, 16, dtype=torch.uint8), torch.zeros(16, 16)
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[4:12, 4:12] = True
     plain, outlined = cam_grid([Row(image, cam, "x")]), cam_grid([Row(image, cam, "x", outline=mask)])
     changed = np.argwhere((plain != outlined).any(axis=2))
-    assert len(changed) and changed[:, 1].min() >= 2 * MIN_CELL and changed[:, 0].min() >= TITLE_HEIGHT
+    assert len(changed) and changed[:, 1].min() >= 2 * CELL and changed[:, 0].min() >= TITLE_HEIGHT
     assert (outlined[changed[:, 0], changed[:, 1]] == 255).all()  # white
-    assert changed[:, 0].min() == TITLE_HEIGHT + 32 and changed[:, 1].min() == 2 * MIN_CELL + 32  # 4 px at 8 x
+    assert changed[:, 0].min() == TITLE_HEIGHT + 32 and changed[:, 1].min() == 2 * CELL + 32  # 4 px at 8 x
+
+
+@pytest.mark.parametrize("size, cell", [(64, 128), (96, 96), (80, 160), (224, 224)])
+def test_grid_shows_each_pixel_as_a_whole_square(size, cell):
+    """Small images are enlarged by a whole factor, each pixel repeated: what the network saw."""
+    from catdog.gradcam.render import TITLE_HEIGHT, Row, cam_grid
+
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+    grid = cam_grid([Row(image, torch.rand(size, size), "x")])
+    assert grid.shape == (TITLE_HEIGHT + cell, 3 * cell, 3)
+    shown = torch.from_numpy(grid[TITLE_HEIGHT:, :cell].copy()).permute(2, 0, 1)
+    k = cell // size
+    assert torch.equal(shown, image.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2))
 
 
 def test_fixed_images_are_class_balanced_and_the_same_each_time(synthetic_root, tmp_path):

@@ -39,7 +39,7 @@ from catdog.errors import UserError
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
 from catdog.gradcam.maps import find_layer, weight_fn
 from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
-from catdog.gradcam.render import Row, cam_grid, overlay, palette, save_png, titled_rows
+from catdog.gradcam.render import Row, cam_grid, overlay, palette, png_bytes, save_png, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
@@ -177,14 +177,12 @@ class GradCamLogger(L.Callback):
         return probe_grid(self.probe, cams, probs, pl_module.classes, self.num_images, self.colormap)
 
     def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
-        log_image(trainer, "gradcam/probe_grid", grid, epoch)
-        save_png(grid, run_dir / "gradcam_probe_grid.png")
+        _log_and_save(trainer, "gradcam/probe_grid", grid, epoch, run_dir / "gradcam_probe_grid.png")
 
     def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
-        log_image(trainer, "gradcam/grid", grid, epoch)
+        _log_and_save(trainer, "gradcam/grid", grid, epoch, run_dir / "gradcam_grid.png")
         for i, picture in enumerate(overlays):
             log_image(trainer, f"gradcam/sample_{i:02d}", picture, epoch, dataformats="CHW")
-        save_png(grid, run_dir / "gradcam_grid.png")  # the latest epoch's, overwritten each time
 
     # -- at the end: the most confidently wrong images -----------------------------------
 
@@ -213,8 +211,7 @@ class GradCamLogger(L.Callback):
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)
 
     def _write_gallery(self, trainer, gallery, epoch, run_dir: Path) -> None:
-        log_image(trainer, "gradcam/top_losses", gallery, epoch)
-        save_png(gallery, run_dir / "gradcam_top_losses.png")
+        _log_and_save(trainer, "gradcam/top_losses", gallery, epoch, run_dir / "gradcam_top_losses.png")
 
     # -- the background writer -----------------------------------------------------------
 
@@ -244,6 +241,13 @@ class GradCamLogger(L.Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._flush()
+
+
+def _log_and_save(trainer: L.Trainer, tag: str, picture, epoch: int, path: Path) -> None:
+    """To the loggers and to ``path`` (the latest epoch's, overwritten each time), encoded once."""
+    png = png_bytes(picture)
+    log_image(trainer, tag, picture, epoch, png=png)
+    save_png(png, path)
 
 
 def _every(trainer: L.Trainer, n: int) -> bool:
