@@ -90,8 +90,8 @@ def _upscale(x: torch.Tensor, cell: int) -> torch.Tensor:
 
 
 def _edges(masks: torch.Tensor, cell: int) -> torch.Tensor:
-    """(N, H, W) bool masks scaled to ``cell`` px -> (N, cell, cell) bool: their one-pixel outline."""
-    m = F.interpolate(masks[:, None].float(), size=(cell, cell), mode="nearest")
+    """(N, H, W) bool masks enlarged to ``cell`` px as the panels are -> (N, cell, cell) bool: their one-pixel outline."""
+    m = _upscale(masks[:, None], cell).float()
     inner = -F.max_pool2d(-m, 3, stride=1, padding=1)  # erosion
     return (m > inner)[:, 0]
 
