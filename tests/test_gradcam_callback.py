@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,33 @@ def run(tmp_path_factory, synthetic_root) -> Path:
                               "callbacks.gradcam.every_n_epochs=2", "callbacks.gradcam.score_images=16",
                               f"callbacks.gradcam.probe={probe}", "callbacks.gradcam.faithfulness_images=4",
                               "callbacks.gradcam.faithfulness_every_n_epochs=3"])
-    train(cfg)
+    with pytest.MonkeyPatch.context() as patch:  # the order of the callback's logging and hand-offs, per epoch
+        _record_order(patch)
+        train(cfg)
     return tmp / "run"
+
+
+ORDER: list[tuple[str, str]] = []
+
+
+def _record_order(patch: pytest.MonkeyPatch) -> None:
+    import lightning as L
+
+    from catdog.callbacks.gradcam_logger import GradCamLogger
+
+    log, submit = L.LightningModule.log, GradCamLogger._submit
+
+    def logged(self, name, *args, **kwargs):
+        if name.startswith("gradcam/"):
+            ORDER.append(("log", name))
+        return log(self, name, *args, **kwargs)
+
+    def submitted(self, trainer, fn, *args):
+        ORDER.append(("submit", fn.__name__))
+        return submit(self, trainer, fn, *args)
+
+    patch.setattr(L.LightningModule, "log", logged)
+    patch.setattr(GradCamLogger, "_submit", submitted)
 
 
 def test_maps_logged_at_step_epoch_for_due_epochs_only(run):
@@ -48,6 +74,14 @@ def test_maps_logged_at_step_epoch_for_due_epochs_only(run):
     # The run folder's copy is the last epoch's picture, the very PNG TensorBoard got (encoded once).
     for tag, name in (("gradcam/grid", "gradcam_grid.png"), ("gradcam/probe_grid", "gradcam_probe_grid.png")):
         assert _last_png(run, tag) == (run / name).read_bytes()
+
+
+def test_pictures_go_to_the_writer_after_the_epochs_scores_are_logged(run):
+    # Encoded beside the scoring, the pictures took the GIL from it (bench/RESULTS.md, session 41).
+    letter = {"_write_epoch": "e", "_write_probe": "p", "_write_gallery": "g"}
+    sequence = "".join("l" if kind == "log" else letter[name] for kind, name in ORDER)
+    assert re.fullmatch(r"(l+ep){2}g?", sequence), sequence  # two due epochs: all the logs, then both pictures
+    assert ("log", "gradcam/probe/max_on_animal") in ORDER and ("log", "gradcam/deletion_auc") in ORDER
 
 
 def _last_png(run: Path, tag: str) -> bytes:

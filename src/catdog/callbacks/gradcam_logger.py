@@ -146,10 +146,13 @@ class GradCamLogger(L.Callback):
             self._score(pl_module, maps["scored"][0])
         if "faithful" in maps:
             self._faithfulness(pl_module, maps["faithful"][0])
+        probe_picture = self._score_probe(pl_module, *maps["probe"]) if "probe" in maps else None
+        # The pictures go to the writer thread only now: encoded beside the work above, they took the
+        # GIL from it, and the probe's scores, picture and logging ran 2-4x slower (bench/RESULTS.md).
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_epoch, grid, overlays, epoch, run_dir)
-        if "probe" in maps:
-            self._submit(trainer, self._write_probe, self._score_probe(pl_module, *maps["probe"]), epoch, run_dir)
+        if probe_picture is not None:
+            self._submit(trainer, self._write_probe, probe_picture, epoch, run_dir)
 
     def _score(self, pl_module, cams: torch.Tensor) -> None:
         boxes = self.scored["boxes"]
