@@ -263,3 +263,33 @@ def test_a_wrong_method_colormap_or_layer_names_its_setting_before_training():
     with pytest.raises(UserError, match="^callbacks.gradcam.layer: gradcam layer 'relu9' is not a submodule"):
         callback.setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")
     GradCamLogger(layer="relu3").setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")  # a real layer passes
+
+
+@pytest.mark.parametrize("precision, network_dtype", [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)])
+def test_maps_and_curves_run_the_network_as_validation_does(precision, network_dtype):
+    """Under bf16-mixed the maps and the curves run the network in bf16, as validation does: the maps
+    explain validation's predictions, in about half the time on a CPU with native bf16 (bench/RESULTS.md,
+    session 42); the maps' own arithmetic stays fp32. Under 32-true, fp32 throughout."""
+    from types import SimpleNamespace
+
+    import lightning as L
+
+    from catdog.callbacks.gradcam_logger import GradCamLogger
+    from catdog.model.simple_cnn import SimpleCNN
+
+    trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    net = SimpleCNN(image_size=32)
+    seen: list[torch.dtype] = []
+    net.conv2.register_forward_hook(lambda _m, _inp, out: seen.append(out.dtype))
+    logged: dict[str, float] = {}
+    module = SimpleNamespace(net=net, device=torch.device("cpu"), log=logged.__setitem__)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    callback = GradCamLogger(faithfulness_steps=4)
+    callback.faithful = {"images": images}
+    cams, probs = callback._cams(trainer, module, {"fixed": images})["fixed"]
+    callback._faithfulness(trainer, module, cams)
+    assert cams.dtype == probs.dtype == torch.float32 and cams.shape == (4, 32, 32)
+    assert len(seen) > 2 and set(seen) == {network_dtype}  # the maps' pass and every curve's
+    assert {"gradcam/deletion_auc", "gradcam/random/insertion_auc"} <= set(logged)
+    assert not torch.is_autocast_enabled("cpu")  # and nothing of it stays on after

@@ -8,8 +8,9 @@ layer on request. eval.py, predict.py, cam.py and the Grad-CAM callback all go t
 - Files are decoded at the network's image size: directly for a few files, through the
   decoded-image cache (``catdog.data.cache``) for more. A file that does not decode is
   reported by the caller (``bad_files.csv``), never fatal.
-- The network takes the uint8 pixels and normalises them itself; it runs in fp32 on a CPU and
-  under bf16 autocast on a GPU; maps are computed in fp32.
+- The network takes the uint8 pixels and normalises them itself; it runs under bf16 autocast on
+  a GPU, and on a CPU in fp32 (the commands: the same figures on every CPU) or in the caller's
+  autocast (the Grad-CAM callback: the trainer's precision); the maps' arithmetic is fp32.
 """
 
 from __future__ import annotations
@@ -194,9 +195,9 @@ def _per_image(targets: Targets) -> bool:
 
 @torch.inference_mode()
 def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, eval_zoom: float) -> torch.Tensor:
-    """As validation computes them (``catdog.model.evaluation``); bf16 autocast on a GPU, fp32
-    on a CPU, for determinism."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    """As validation computes them (``catdog.model.evaluation``): bf16 autocast on a GPU; on a CPU
+    the caller's precision (module notes), so a CPU autocast around the call is kept."""
+    with torch.autocast("cuda", dtype=torch.bfloat16) if x.device.type == "cuda" else contextlib.nullcontext():
         return evaluation.log_probs(net, x, tta_flip, eval_zoom).float()
 
 

@@ -21,12 +21,14 @@ epoch and TensorBoard's step slider (step = epoch) walks through how the attenti
 - at the end of training, ``gradcam/top_losses``: the most confidently wrong validation images
   with their maps; the last grid and the gallery are also saved as PNGs in the run folder.
 
-The maps are computed on the training device by ``catdog.inference.run_network`` (milliseconds);
-encoding PNGs and writing them happens on a background thread, so training does not wait for it.
+The maps are computed on the training device by ``catdog.inference.run_network`` (milliseconds),
+in the precision validation runs in (``_as_validated``); encoding PNGs and writing them happens
+on a background thread, so training does not wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -117,12 +119,13 @@ class GradCamLogger(L.Callback):
             return False
         return _every(trainer, self.every_n_epochs)
 
-    def _cams(self, pl_module, sets: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _cams(self, trainer, pl_module, sets: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Maps and class probabilities of each set of uint8 (N, 3, S, S) images, on the CPU, where
         the few pictures are drawn: all sets together on the module's device, in fewer and fuller
         batches than set by set (each batch pays a fixed cost: hooks, a backward pass, small kernels)."""
         images = torch.cat(list(sets.values()))
-        cams, log_probs = maps_of(pl_module.net, images, pl_module.device, self.batch_size, self.layer, self.method)
+        with _as_validated(trainer):
+            cams, log_probs = maps_of(pl_module.net, images, pl_module.device, self.batch_size, self.layer, self.method)
         sizes = [len(v) for v in sets.values()]
         return dict(zip(sets, zip(cams.split(sizes), log_probs.exp().split(sizes))))
 
@@ -137,7 +140,7 @@ class GradCamLogger(L.Callback):
         sets = {"fixed": self.fixed["images"], "scored": self.scored["images"] if self.scored else None,
                 "faithful": self.faithful["images"] if faithful_due else None,
                 "probe": self.probe.images if self.probe is not None else None}
-        maps = self._cams(pl_module, {name: images for name, images in sets.items() if images is not None})
+        maps = self._cams(trainer, pl_module, {name: images for name, images in sets.items() if images is not None})
         cams, probs = maps["fixed"]
         rows = self._rows(self.fixed, cams, probs, classes)
         overlays = overlay(torch.stack([r.image for r in rows]), cams, colormap=self.colormap)
@@ -145,7 +148,7 @@ class GradCamLogger(L.Callback):
         if "scored" in maps:
             self._score(pl_module, maps["scored"][0])
         if "faithful" in maps:
-            self._faithfulness(pl_module, maps["faithful"][0])
+            self._faithfulness(trainer, pl_module, maps["faithful"][0])
         probe_picture = self._score_probe(pl_module, *maps["probe"]) if "probe" in maps else None
         # The pictures go to the writer thread only now: encoded beside the work above, they took the
         # GIL from it, and the probe's scores, picture and logging ran 2-4x slower (bench/RESULTS.md).
@@ -159,14 +162,15 @@ class GradCamLogger(L.Callback):
         pl_module.log("gradcam/pointing_game", float(pointing_game(cams, boxes).float().mean()))
         pl_module.log("gradcam/energy_in_box", float(energy_in_box(cams, boxes).mean()))
 
-    def _faithfulness(self, pl_module, cams: torch.Tensor) -> None:
+    def _faithfulness(self, trainer, pl_module, cams: torch.Tensor) -> None:
         # Not every epoch by default: the curves cost 32 forward passes per image, more than the
         # rest of the callback, and the areas move slowly (bench/RESULTS.md: the callback's cost).
         images = self.faithful["images"]
         steps, size = self.faithfulness_steps, images.shape[-1]
         for name, maps in (("gradcam", cams), ("gradcam/random", uniform_maps(len(images), size).to(cams.device))):
-            deletion, insertion = deletion_insertion(pl_module.net, images, maps, pl_module.device, steps=steps,
-                                                     batch_size=self.batch_size)
+            with _as_validated(trainer):
+                deletion, insertion = deletion_insertion(pl_module.net, images, maps, pl_module.device, steps=steps,
+                                                         batch_size=self.batch_size)
             pl_module.log(f"{name}/deletion_auc", float(deletion.mean()))
             pl_module.log(f"{name}/insertion_auc", float(insertion.mean()))
 
@@ -199,8 +203,9 @@ class GradCamLogger(L.Callback):
         idx = dm.splits["val"]
         images = dm.load_uint8(idx)
         labels = torch.from_numpy(dm.decoded.labels[idx])
-        probs = log_probs_of(pl_module.net, images.split(self.batch_size), pl_module.device,
-                             num_classes=len(pl_module.classes)).exp()
+        with _as_validated(trainer):
+            probs = log_probs_of(pl_module.net, images.split(self.batch_size), pl_module.device,
+                                 num_classes=len(pl_module.classes)).exp()
         wrong = (probs.argmax(dim=1) != labels).nonzero().squeeze(1)
         if len(wrong) == 0:
             log.info("no validation image is misclassified: no top-losses gallery")
@@ -208,7 +213,7 @@ class GradCamLogger(L.Callback):
         confidence = probs[wrong].gather(1, probs[wrong].argmax(dim=1, keepdim=True)).squeeze(1)
         worst = wrong[confidence.argsort(descending=True)[: self.top_losses]]
         sample = {"images": images[worst], "labels": labels[worst], "boxes": None}
-        cams, probs_w = self._cams(pl_module, {"worst": sample["images"]})["worst"]
+        cams, probs_w = self._cams(trainer, pl_module, {"worst": sample["images"]})["worst"]
         gallery = cam_grid(self._rows(sample, cams, probs_w, pl_module.classes), self.colormap)
         run_dir = Path(trainer.default_root_dir)
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)
@@ -251,6 +256,16 @@ def _log_and_save(trainer: L.Trainer, tag: str, picture, epoch: int, path: Path)
     png = png_bytes(picture)
     log_image(trainer, tag, picture, epoch, png=png)
     save_png(png, path)
+
+
+def _as_validated(trainer: L.Trainer):
+    """The network's precision for the maps and curves: validation's, bf16 autocast under ``bf16-mixed``
+    (a GPU, a CPU with native bf16), so the maps explain the predictions validation makes, in half
+    the time there; the maps' scores then agree with map_report.py's fp32 ones without a bias
+    (bench/RESULTS.md, session 42). Not fp16's: an unscaled fp16 gradient can underflow."""
+    if str(trainer.precision).startswith("bf16"):
+        return trainer.precision_plugin.forward_context()
+    return contextlib.nullcontext()
 
 
 def _every(trainer: L.Trainer, n: int) -> bool:
