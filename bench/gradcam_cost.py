@@ -3,8 +3,10 @@
 Runs src/train.py's training in-process for a few epochs and times the callback's per-epoch
 work (``on_validation_epoch_end``, the maps and the hand-off to the writer thread) against
 the wall time of each epoch, both averaged over the epochs after the first, so work done every
-few epochs counts as spread over them; and the CPU time the writer thread spends encoding and
-logging the pictures beside training, which the epoch's clock only partly sees. Overrides pass through to the config:
+few epochs counts as spread over them, with and without the deletion/insertion curves (the maps
+issue's cost target is for "probe scoring plus today's maps"); and the CPU time the writer thread
+spends encoding and logging the pictures beside training, which the epoch's clock only partly sees.
+Overrides pass through to the config:
 
     python bench/gradcam_cost.py data.root=outputs/data/synthetic-96px data.image_size=64 trainer.max_epochs=4
     python bench/gradcam_cost.py data.root=/data/train trainer.max_epochs=3   # real photos: no boxes, no scoring
@@ -43,15 +45,25 @@ class EpochClock(L.Callback):
 
 def main() -> None:
     spent: list[float] = []
-    real = GradCamLogger.on_validation_epoch_end
+    curves: list[float] = []  # of each epoch's ``spent``, the deletion/insertion curves' (new with the maps issue)
+    real, real_curves = GradCamLogger.on_validation_epoch_end, GradCamLogger._faithfulness
+    in_curves = [0.0]
 
     def timed(self, trainer, pl_module):
+        in_curves[0] = 0.0
         start = time.perf_counter()
         real(self, trainer, pl_module)
         if not trainer.sanity_checking:
             spent.append(time.perf_counter() - start)
+            curves.append(in_curves[0])
+
+    def timed_curves(self, *args):
+        start = time.perf_counter()
+        real_curves(self, *args)
+        in_curves[0] += time.perf_counter() - start
 
     GradCamLogger.on_validation_epoch_end = timed
+    GradCamLogger._faithfulness = timed_curves
     writer_cpu: list[float] = []  # CPU seconds of each job on the writer thread (PNG encoding, logging)
     real_submit = GradCamLogger._submit
 
@@ -82,11 +94,15 @@ def main() -> None:
     print(f"epoch (training + validation, mean after the first): {epoch:.3f} s")
     print(f"Grad-CAM callback per epoch (mean after the first): {1000 * cost:.1f} ms = {100 * cost / epoch:.2f}% of an epoch"
           f" (the costliest epoch: {1000 * max(spent[1:] or spent):.0f} ms)")
+    without = statistics.mean([s - c for s, c in zip(spent, curves)][1:] or spent)
+    print(f"of which the deletion/insertion curves {1000 * (cost - without):.1f} ms; the rest (the maps issue's"
+          f" \"probe scoring plus today's maps\") {1000 * without:.1f} ms = {100 * without / epoch:.2f}%")
     # The writer thread runs beside training, so its CPU time is an upper bound on what it takes
     # from the epoch (on 2 cores with both busy, about all of it).
     writer = sum(writer_cpu) / len(clock.epochs)
     print(f"writer thread CPU per epoch (mean over all epochs): {1000 * writer:.1f} ms = {100 * writer / epoch:.2f}%;"
-          f" both together at most {100 * (cost + writer) / epoch:.2f}% of an epoch")
+          f" both together at most {100 * (cost + writer) / epoch:.2f}% of an epoch,"
+          f" {100 * (without + writer) / epoch:.2f}% without the curves")
 
 
 if __name__ == "__main__":

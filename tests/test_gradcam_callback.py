@@ -147,7 +147,7 @@ def test_grid_shows_each_pixel_as_a_whole_square(size, cell):
     from catdog.gradcam.render import TITLE_HEIGHT, Row, cam_grid
 
     image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
-    grid = cam_grid([Row(image, torch.rand(size, size), "x")])
+    grid = cam_grid([Row(image, torch.rand(size, size), "dog -> cat  P(dog)=0.19")])  # no glyph reaches the picture
     assert grid.shape == (TITLE_HEIGHT + cell, 3 * cell, 3)
     shown = torch.from_numpy(grid[TITLE_HEIGHT:, :cell].copy()).permute(2, 0, 1)
     k = cell // size

@@ -250,6 +250,7 @@ def test_works_under_no_grad() -> None:
     expected = grad_cam(model, x)
     with torch.no_grad():
         assert torch.equal(grad_cam(model, x), expected)
+        assert not torch.is_grad_enabled()  # the caller's mode, back after the maps' pass
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -35,6 +35,10 @@ def test_auroc_in_mask_is_the_pixel_auroc_and_sharpening_cannot_raise_it():
     masks = torch.rand(6, 16, 16) < torch.linspace(0.1, 0.7, 6)[:, None, None]
     expected = torch.stack([binary_auroc(c.flatten(), m.flatten().long()) for c, m in zip(cams, masks)])
     assert torch.allclose(auroc_in_mask(cams, masks), expected, atol=1e-6)
+    # Maps with negative values (sorted as floats) and with -0.0 beside 0.0 (one value) score the same.
+    assert torch.allclose(auroc_in_mask(cams - 0.5, masks), expected, atol=1e-6)
+    signed_zeros = torch.where((cams == 0) & (torch.rand(cams.shape) < 0.5), -0.0, cams)
+    assert torch.equal(auroc_in_mask(signed_zeros, masks), auroc_in_mask(cams, masks))
     # an increasing transform: the same ranking, more of the mass on the high pixels
     assert torch.allclose(auroc_in_mask(cams**3, masks), auroc_in_mask(cams, masks))
     assert not torch.allclose(energy_in_mask(cams**3, masks), energy_in_mask(cams, masks))

@@ -77,7 +77,10 @@ def auroc_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     torchmetrics' binary_auroc takes one image per call; the ranks come from one sort, each tie
     group's first and last place found by running maxima and minima (a third of the time of
     searching the sorted maps: the callback scores 64 probe maps every epoch)."""
-    values, order = cams.flatten(1).float().sort(dim=1)
+    flat = cams.flatten(1).float() + 0.0  # -0.0 becomes 0.0: equal values, equal bits
+    # Non-negative floats sort as their bits read as integers, and integers sort about 40% faster.
+    keys = flat if (flat < 0).any() else flat.view(torch.int32)
+    values, order = keys.sort(dim=1)
     inside = masks.to(cams.device).flatten(1).gather(1, order)  # in the sorted order
     n = values.shape[1]
     place = torch.arange(n, device=values.device).expand_as(values)
