@@ -68,7 +68,7 @@ class GradCamLogger(L.Callback):
         score_images: int = 48,
         top_losses: int = 8,
         colormap: str = "jet",
-        batch_size: int = 64,
+        batch_size: int = 128,
         probe: str | None = None,
         probe_images: int | None = 64,
         faithfulness_images: int = 8,
