@@ -262,8 +262,9 @@ def _as_validated(trainer: L.Trainer):
     """The network's precision for the maps and curves: validation's, bf16 autocast under ``bf16-mixed``
     (a GPU, a CPU with native bf16), so the maps explain the predictions validation makes, in half
     the time there; the maps' scores then agree with map_report.py's fp32 ones without a bias
-    (bench/RESULTS.md, session 42). Not fp16's: an unscaled fp16 gradient can underflow."""
-    if str(trainer.precision).startswith("bf16"):
+    (bench/RESULTS.md, session 42). Not fp16's: an unscaled fp16 gradient can underflow. (With
+    ``bf16-true`` the weights themselves are bf16, and the maps follow them.)"""
+    if trainer.precision == "bf16-mixed":
         return trainer.precision_plugin.forward_context()
     return contextlib.nullcontext()
 
