@@ -28,10 +28,9 @@ on a background thread, so training does not wait for it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -266,7 +265,7 @@ def _as_validated(trainer: L.Trainer):
     ``bf16-true`` the weights themselves are bf16, and the maps follow them.)"""
     if trainer.precision == "bf16-mixed":
         return trainer.precision_plugin.forward_context()
-    return contextlib.nullcontext()
+    return nullcontext()
 
 
 def _every(trainer: L.Trainer, n: int) -> bool:
