@@ -31,6 +31,7 @@ from catdog.errors import UserError
 from catdog.gradcam.maps import Targets, evaluating, grad_cam_with_logits
 from catdog.model import evaluation
 from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
+from catdog.model.image_input import to_channels_last
 
 DIRECT_DECODE_MAX = 64  # up to this many files are decoded in-process, without writing a cache
 
@@ -40,7 +41,8 @@ DIRECT_DECODE_MAX = 64  # up to this many files are decoded in-process, without 
 
 @dataclass
 class LoadedModel:
-    """A checkpoint's network, on the CPU, in eval mode, with where it came from."""
+    """A checkpoint's network, on the CPU, in eval mode, channels-last as its training ran (model.channels_last),
+    with where it came from."""
 
     net: torch.nn.Module
     path: str
@@ -77,6 +79,8 @@ def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs"
     ckpt = load_checkpoint(path)
     net = net_from_checkpoint(ckpt, expect_image_size=image_size)
     model_cfg = ((ckpt.get("catdog") or {}).get("config") or {}).get("model") or {}
+    if model_cfg.get("channels_last", True):  # as training ran it (a bare state_dict: the default's)
+        to_channels_last(net)
     return LoadedModel(net, path, tta_flip=bool(model_cfg.get("tta_flip", False)),
                        eval_zoom=float(model_cfg.get("eval_zoom", 1.0)))
 

@@ -23,7 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
-from catdog.model.image_input import ImageInput
+from catdog.model.image_input import to_channels_last
 from catdog.model.surroundings_penalty import surroundings_share
 
 
@@ -79,11 +79,8 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Here rather than in configure_model: weight-averaging callbacks copy the module in
         # their own setup, which runs first, and must copy the plain module, not a compiled one.
-        if self.channels_last:  # NHWC convolutions: faster on GPUs with tensor cores and on CPUs
-            self.net.to(memory_format=torch.channels_last)
-            for module in self.net.modules():  # whose normalised input is then written channels-last, not copied
-                if isinstance(module, ImageInput):
-                    module.memory_format = torch.channels_last
+        if self.channels_last:
+            to_channels_last(self.net)
         if self.compile_net and not getattr(self.net, "_compiled_call_impl", None):
             self.net.compile()  # in place: unlike torch.compile(net), state_dict keys stay the same
 

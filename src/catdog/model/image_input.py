@@ -46,3 +46,15 @@ class ImageInput(nn.Module):
             return torch.addcmul(shift, x, scale).to(memory_format=self.memory_format)
         out = torch.empty_like(x, dtype=dtype, memory_format=self.memory_format)
         return torch.addcmul(shift, x, scale, out=out)
+
+
+def to_channels_last(net: nn.Module) -> nn.Module:
+    """``net`` run channels-last (NHWC), in place: its weights, and its normalised input written so
+    rather than copied. Faster on GPUs with tensor cores and on CPUs, where max-pools over NCHW
+    tensors are 6-12x slower: a checkpoint's network scores and maps 64-224 px images 1.2-1.9x
+    faster in fp32 on 2 cores (bench/RESULTS.md, session 43)."""
+    net.to(memory_format=torch.channels_last)
+    for module in net.modules():
+        if isinstance(module, ImageInput):
+            module.memory_format = torch.channels_last
+    return net
