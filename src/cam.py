@@ -24,6 +24,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from catdog.allocator import apply_keep_freed_memory
 from catdog.command_line import run_command_line
 from catdog.resolvers import register_resolvers
 from catdog.errors import UserError
@@ -71,6 +72,7 @@ def make_cams(cfg: DictConfig) -> dict:
     target = _target_index(cfg.get("target"), classes)
     files = find_unlabelled(cfg.images, what="images")
     device = select_device(cfg.get("device", "auto"))
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch, as train.py: 2x faster on a CPU
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

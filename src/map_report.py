@@ -24,6 +24,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from catdog.allocator import apply_keep_freed_memory
 from catdog.command_line import run_command_line
 from catdog.errors import UserError
 from catdog.resolvers import register_resolvers
@@ -91,6 +92,7 @@ def map_report(cfg: DictConfig) -> dict:
     for layer in layers:
         find_layer(model.net, layer)
     device = select_device(cfg.get("device", "auto"))
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch, as train.py: 2x faster on a CPU
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

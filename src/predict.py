@@ -27,6 +27,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from catdog.allocator import apply_keep_freed_memory
 from catdog.command_line import run_command_line
 from catdog.resolvers import register_resolvers
 from catdog.errors import UserError
@@ -81,6 +82,7 @@ def predict(cfg: DictConfig) -> dict:
     dog = positive_class(model.classes)
     files = find_unlabelled(cfg.data.root)
     device = select_device(cfg.get("device", "auto"))
+    apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch, as train.py: 2x faster on a CPU
     view = model.scoring(cfg.get("tta_flip"), cfg.get("eval_zoom"))
     out_dir = Path(cfg.paths.output_dir)
 

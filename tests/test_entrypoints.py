@@ -139,6 +139,38 @@ def test_the_commands_run_their_network_on_the_device_they_picked(trained, monke
     assert moved_to == [torch.device("cpu")] and out.log_probs.shape == (2, 2)
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "cam", "map_report"])
+def test_the_commands_keep_freed_memory_as_train_does(tmp_path, trained, test1, monkeypatch, command):
+    """Each command sets glibc's heap as train.py does before its first batch (2x faster on a CPU:
+    bench/RESULTS.md, session 43), and a wrong value is a user's error. Stopped right there."""
+    from catdog import allocator
+    from cam import make_cams
+    from eval import evaluate
+    from map_report import map_report
+    from predict import predict
+
+    run = {"eval": evaluate, "predict": predict, "cam": make_cams, "map_report": map_report}[command]
+    data = {"eval": f"data.root={trained['root']}", "predict": f"data.root={test1[0]}", "cam": f"images={test1[0]}",
+            "map_report": f"data.root={trained['root']}"}[command]
+    args = [f"ckpt_path={trained['ckpt']}", data]
+    thresholds = []
+
+    def stop_at_the_setting(threshold):
+        thresholds.append(threshold)
+        raise _Stop
+
+    monkeypatch.setattr(allocator, "keep_freed_memory", stop_at_the_setting)
+    with pytest.raises(_Stop):
+        run(compose(tmp_path / "default", command, args))
+    assert thresholds == [allocator.NEVER_TRIM]  # train.py's default
+    with pytest.raises(UserError, match="keep_freed_memory=sometimes: use never"):
+        run(compose(tmp_path / "wrong", command, [*args, "keep_freed_memory=sometimes"]))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_eval_on_a_gpu_scores_as_on_the_cpu(tmp_path, trained):

@@ -17,6 +17,10 @@ that too (0.3-0.6% in the kernel) at the same peak memory (5.4-6.1 GiB against 4
 its heap holds its peak where the bounded one falls and climbs back. It grows by an aligned block
 now and then before it settles (8 epochs at 224 px: 5.34 GiB from the first epoch on, 5.41 at the
 end); a whole 40-epoch run at that size is not yet measured.
+
+eval.py, predict.py, cam.py and map_report.py set it too (their configs' `keep_freed_memory`): batch
+after batch they free and take the same large blocks: on 2 cores of a Zen 4, with the network
+channels-last, 224 px images were scored 5.3x faster, mapped 4.4x (bench/RESULTS.md, session 43).
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ def keep_freed_memory(trim_threshold: int) -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
 
 
-SETTINGS = {"never": NEVER_TRIM, True: BOUNDED_TRIM}  # conf/train.yaml's keep_freed_memory; false: glibc's own
+SETTINGS = {"never": NEVER_TRIM, True: BOUNDED_TRIM}  # the configs' keep_freed_memory; false: glibc's own
 
 
 def apply_keep_freed_memory(setting: bool | str | None) -> bool:
-    """conf/train.yaml's `keep_freed_memory` (true, "never" or false) put into effect; whether it took."""
+    """A command's `keep_freed_memory` (conf/train.yaml, eval.yaml, ...: true, "never" or false) put into effect;
+    whether it took."""
     if setting is False or setting is None:
         return False
     if not isinstance(setting, (bool, str)) or setting not in SETTINGS:
