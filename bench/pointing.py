@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from catdog.data.datamodule import CatDogDataModule  # noqa: E402
 from catdog.gradcam.maps import METHODS, grad_cam_with_logits  # noqa: E402
 from catdog.gradcam.scoring import energy_in_box, pointing_game  # noqa: E402
-from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint  # noqa: E402
+from catdog.inference import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(ROOT / "outputs" / "cache"))
     args = parser.parse_args()
 
-    net = net_from_checkpoint(load_checkpoint(args.ckpt))
+    net = load_model(args.ckpt).net  # as the commands run it: channels-last
     dm = CatDogDataModule(root=args.data, image_size=args.image_size, cache_dir=args.cache_dir,
                           val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     dm.prepare_data()
