@@ -63,7 +63,7 @@ def fit(tmp_path, *callbacks, ckpt_path=None) -> L.Trainer:
 def test_resumed_mid_epoch_bar_names_the_epoch_its_total_and_the_batches_done(tmp_path):
     ckpt = tmp_path / "mid.ckpt"
     fit(tmp_path, ProgressBar(), SaveBeforeBatch(ckpt, epoch=1, batch=2))
-    bar = ProgressBar()
+    bar = ProgressBar(lines_when_piped=False)  # the bar itself, under pytest's captured output too
     look = BarAtStart(bar)
     fit(tmp_path, bar, look, ckpt_path=ckpt)
     assert look.seen == ("Epoch 1", 4, 2)
@@ -72,7 +72,7 @@ def test_resumed_mid_epoch_bar_names_the_epoch_its_total_and_the_batches_done(tm
 def test_bar_of_a_run_resumed_at_an_epoch_end_is_left_to_the_next_epoch(tmp_path):
     ckpt = tmp_path / "end.ckpt"
     fit(tmp_path, ProgressBar(), SaveAtEpochEnd(ckpt))
-    bar = ProgressBar()
+    bar = ProgressBar(lines_when_piped=False)  # the bar itself, under pytest's captured output too
     look = BarAtStart(bar)
     fit(tmp_path, bar, look, ckpt_path=ckpt)
     assert look.seen[0] == "Training" and look.seen[2] == 0
