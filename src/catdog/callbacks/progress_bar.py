@@ -48,9 +48,9 @@ class ProgressBar(TQDMProgressBar):
             self.train_progress_bar.initial = self.train_progress_bar.n = done  # the rate counts from here
             self.train_progress_bar.refresh()
 
-    def on_train_epoch_start(self, trainer, *args) -> None:
-        self._log_finished_epoch(trainer, args[0] if args else None)
-        super().on_train_epoch_start(trainer, *args)
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._log_finished_epoch(trainer, pl_module)
+        super().on_train_epoch_start(trainer, pl_module)
         self._epoch_start = time.monotonic()
 
     def on_validation_end(self, trainer, pl_module) -> None:
