@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 
 import numpy as np
@@ -135,3 +137,24 @@ def test_parallel_decoding_matches_serial(tmp_path):
     serial = decode_all(find_labelled(root), 8, tmp_path / "a", workers=1)
     parallel = decode_all(find_labelled(root), 8, tmp_path / "b", workers=2)
     assert np.array_equal(np.asarray(serial.images), np.asarray(parallel.images))
+
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_build_shows_a_bar_on_a_terminal_and_two_log_lines_elsewhere(folder, tmp_path, monkeypatch, caplog, terminal):
+    stderr = Terminal() if terminal else io.StringIO()  # a SLURM log or nohup's file: not a terminal
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with caplog.at_level("INFO", logger=cache_mod.__name__):
+        decode_all(find_labelled(folder), 16, tmp_path / "cache")
+    lines = [r.getMessage() for r in caplog.records if r.name == cache_mod.__name__]
+    if terminal:
+        assert lines == [] and "checking 11 images" in stderr.getvalue()
+    else:
+        assert stderr.getvalue() == ""
+        assert lines[0] == "checking 11 images into the decoded-image cache"
+        assert lines[1].startswith("checked 11 images in ") and lines[1].endswith(": 1 unreadable")

@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,14 @@ def _decode_one(job: tuple[int, str, int, int]) -> tuple[int, str | None]:
 def _decode_all(paths: list[str], size: int, array_path: str | None, workers: int, max_pixels: int) -> dict[int, str]:
     jobs = [(i, p, size, max_pixels) for i, p in enumerate(paths)]
     workers = max(1, min(workers, len(paths) // 32))  # a pool only pays for itself on many files
-    bar = tqdm(total=len(paths), desc=f"checking {len(paths)} images", unit="img", mininterval=1.0, leave=False)
-    bad: dict[int, str] = {}
+    # disable=None: no bar where stderr is not a terminal (a SLURM log, nohup), whose every refresh would
+    # land in the log; a line at each end instead, as train.py's epochs get (callbacks/progress_bar.py).
+    bar = tqdm(total=len(paths), desc=f"checking {len(paths)} images", unit="img", mininterval=1.0, leave=False,
+               disable=None)
+    piped = bar.disable  # read now: close() sets it
+    if piped:
+        log.info("checking %d images%s", len(paths), " into the decoded-image cache" if array_path else "")
+    start, bad = time.monotonic(), {}  # bad: file index -> why it could not be read
     try:
         if workers == 1:
             _init_worker(array_path)
@@ -108,6 +115,8 @@ def _decode_all(paths: list[str], size: int, array_path: str | None, workers: in
             pool.close()
             pool.join()
         _init_worker(None)
+    if piped:
+        log.info("checked %d images in %.0f s: %d unreadable", len(paths), time.monotonic() - start, len(bad))
     return bad
 
 
