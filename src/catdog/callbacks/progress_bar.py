@@ -82,5 +82,6 @@ class ProgressBar(TQDMProgressBar):
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items()
                    if k != "v_num" and (validated or not k.startswith("val"))}
         head = f"Epoch {epoch}/{last - 1}" if last is not None and last > 0 else f"Epoch {epoch}"
-        values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        ordered = sorted(metrics.items(), key=lambda kv: not kv[0].startswith("train"))  # training's first, as logged
+        values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ordered)
         return f"{head}{f' ({took:.1f} s)' if took is not None else ''}: {values}"
