@@ -386,5 +386,6 @@ def test_library_noise_is_dropped_and_the_runs_own_messages_kept(caplog):
     with warnings.catch_warnings(record=True) as caught:
         quiet_library_noise()
         warnings.warn("The dirpath has changed from 'outputs/runs/a' to 'outputs/runs/b', therefore …")
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB …")
         warnings.warn("a warning about the run itself")
     assert [str(w.message) for w in caught] == ["a warning about the run itself"]

@@ -105,14 +105,16 @@ class _DropAdvert(logging.Filter):
 
 def quiet_library_noise() -> None:
     """Leave the console to what the run says: no advert, no deprecation inside Lightning that a user
-    can do nothing about (its own pytree helper, on torch's newer API), and no warning that a resumed
-    run's checkpoint folder is a new one."""
+    can do nothing about (its own pytree helper, on torch's newer API; its model summary in bf16), and no
+    warning that a resumed run's checkpoint folder is a new one."""
     lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdvert) for f in lightning_log.filters):  # once, however many sweep jobs
         lightning_log.addFilter(_DropAdvert())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # A resumed run writes to its own folder by design and says which run it continues.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # The CPU preset trains in bf16 where the CPU has it; the summary then only cannot size the model in MB.
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 def hydra_task(fn: Callable[..., dict]) -> Callable[..., float]:
