@@ -139,7 +139,6 @@ def test_parallel_decoding_matches_serial(tmp_path):
     assert np.array_equal(np.asarray(serial.images), np.asarray(parallel.images))
 
 
-
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -8,7 +8,6 @@ import sys
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from catdog.callbacks.progress_bar import ProgressBar
