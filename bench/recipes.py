@@ -167,6 +167,9 @@ RECIPES["surroundings_penalty_keep58"] = ["model.surroundings_penalty=1.0", "mod
 RECIPES["cpu_penalty"] = ["experiment=cpu", "model.surroundings_penalty=1.0"]
 RECIPES["cpu_penalty_01"] = ["experiment=cpu", "model.surroundings_penalty=0.1"]  # weight 1.0 cost 9 points there
 RECIPES["cpu_penalty_003"] = ["experiment=cpu", "model.surroundings_penalty=0.03"]  # 0.1 cost 2.2 points (session 39)
+# The penalty over batches of 16: four times the steps at the maps issue's 64 px and 40 epochs (session 45);
+# surroundings_penalty with data.image_size=64 trainer.max_epochs=40 data.batch_size=16 as measured.
+RECIPES["maps"] = ["experiment=maps"]
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import ROOT, write_oxford_pets
 
 pytestmark = pytest.mark.slow  # over 15 s each on 2 CPU cores: `make test-slow` and CI run them
 
@@ -46,17 +46,24 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
     assert summary[0]["recipe"] == "defaults" and summary[0]["runs"] == 1
 
 
-def test_learning_curve_trains_each_size_on_the_same_held_out_split(tmp_path, synthetic_root):
-    _run("bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(tmp_path), "--sizes", "24", "64",
-         "--parallel", "2", "--", "data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1",
-         "data.num_workers=0", "trainer.precision=32-true", "model.compile=false")
-    rows = [json.loads(line) for line in (tmp_path / "recipes.jsonl").read_text().splitlines()]
+def test_learning_curve_trains_each_size_on_the_same_held_out_split_and_scores_its_maps(tmp_path, synthetic_root):
+    probe = write_oxford_pets(tmp_path / "pets")
+    out = tmp_path / "curve"
+    _run("bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(out), "--sizes", "24", "64",
+         "--parallel", "2", "--probe", str(probe), "--", "data.image_size=32", "data.batch_size=16",
+         "trainer.max_epochs=1", "data.num_workers=0", "trainer.precision=32-true", "model.compile=false")
+    rows = [json.loads(line) for line in (out / "recipes.jsonl").read_text().splitlines()]
     assert sorted(r["recipe"] for r in rows) == ["n24", "n64"] and not any("error" in r for r in rows), rows
     for size in (24, 64):  # the size reaches the run (test_split.py: what data.train_limit does)
-        assert OmegaConf.load(tmp_path / f"n{size}_seed0" / ".hydra" / "config.yaml").data.train_limit == size
-    table = (tmp_path / "learning_curve.md").read_text()
-    assert "| 24 | 1 |" in table and "| 64 | 1 |" in table
-    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+        assert OmegaConf.load(out / f"n{size}_seed0" / ".hydra" / "config.yaml").data.train_limit == size
+        # each run's maps scored by map_report.py, with the callback's method and layer
+        report = (out / f"n{size}_seed0" / "map_report" / "map_report.csv").read_text().splitlines()
+        assert [line.split(",")[:2] for line in report[1:]] == [["hirescam", "pool1"], ["centre", "-"], ["uniform", "-"]]
+    table = (out / "learning_curve.md").read_text()
+    point = re.compile(r"\| (24|64) \| 1 \| [0-9.]+% \+- 0\.0 \| [0-9.]+ \+- 0\.000 \| [01]\.\d{3} \+- 0\.000 \| [0-9.]+% \+- 0\.0 \|")
+    assert len(point.findall(table)) == 2, table
+    assert "Centred Gaussian: mass 0." in table, table
+    assert (out / "learning_curve.png").stat().st_size > 0
 
 
 def test_gradcam_cost_reports_the_callback_and_its_writer_thread(synthetic_root):

@@ -74,6 +74,19 @@ def test_cpu_small_experiment_is_the_measured_small_data_recipe(tmp_path):
     assert cfg.data.image_size == 96 and list(cfg.model.net.pool) == [2, 4, 4] and "ema" in cfg.callbacks
 
 
+def test_maps_experiment_is_the_measured_penalty_over_small_batches(tmp_path):
+    """experiment=maps composes to exactly what RESULTS.md measured (session 45): the default recipe at the
+    maps issue's 64 px and 40 epochs with the surroundings penalty at 1.0 over batches of 16, on the
+    default's surroundings swap, which the penalty needs."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recipes import RECIPES
+
+    cfg = compose_train(tmp_path, ["experiment=maps", "data.root=/x"])
+    measured = [*RECIPES["surroundings_penalty"], "data.image_size=64", "trainer.max_epochs=40", "data.batch_size=16"]
+    assert cfg == compose_train(tmp_path, ["data.root=/x", *measured])
+    assert (cfg.model.surroundings_penalty, cfg.data.batch_size, cfg.model.augment.frame_swap) == (1.0, 16, 0.25)
+
+
 def test_seed_experiment_is_the_original_recipe(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=seed", "data.root=/x"])
     assert cfg.seed == 42 and cfg.trainer.max_epochs == 20
