@@ -11,7 +11,9 @@ logged to recipes.jsonl); the largest start first, so parallel workers finish to
         --sizes 2000 4000 8000 16000 --seeds 0 --parallel 2 -- data.image_size=64 trainer.max_epochs=20 trainer=cpu
     ... --probe ../shared/data/oxford-pets-sample   # and each last.ckpt's maps scored by src/map_report.py
 
-Writes learning_curve.md (the table) and learning_curve.png (the picture) in --out.
+Writes learning_curve.md (the table) and learning_curve.png (the picture) in --out. A run that --out
+already holds with the same settings (a curve interrupted, or given more seeds or sizes) is read, not
+trained again.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def main() -> None:
         size, seed = job
         name = f"n{size}"
         row = run_one(name, seed, args.data, args.out, args.out / "cache", args.overrides,
-                      overrides=[f"data.train_limit={size}"])
+                      overrides=[f"data.train_limit={size}"], reuse=True)  # an interrupted curve continues
         if args.probe and "error" not in row:
             row.update(map_scores(args.out / f"{name}_seed{seed}", args.probe))
         return {**row, "size": size}

@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The issue's best measured recipe (85.7%): AdamW 1e-3 wd 0.05, one-cycle, BatchNorm, zoom 0.75-1, 100 epochs.
@@ -173,26 +175,41 @@ RECIPES["maps"] = ["experiment=maps"]
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],
-            overrides: list[str] | None = None) -> dict:
-    """One train.py run of the recipe ``name`` (or of ``overrides`` under that name), a JSON line in recipes.jsonl."""
+            overrides: list[str] | None = None, reuse: bool = False) -> dict:
+    """One train.py run of the recipe ``name`` (or of ``overrides`` under that name), a JSON line in recipes.jsonl.
+    With ``reuse``, a run ``out`` already holds with the same command line is read instead of trained again."""
     overrides = RECIPES[name] if overrides is None else overrides
     run_dir = out / f"{name}_seed{seed}"
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"data.root={data}", f"seed={seed}",
-            f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", f"paths.output_root={out}",
-            "trainer.enable_progress_bar=false", "callbacks.gradcam.every_n_epochs=10", *extra]
-    start = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True)
-    row = {"recipe": name, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), "overrides": overrides}
+    args = [*overrides, f"data.root={data}", f"seed={seed}", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
+            f"paths.output_root={out}", "trainer.enable_progress_bar=false", "callbacks.gradcam.every_n_epochs=10", *extra]
     result = run_dir / "result.json"
-    if proc.returncode == 0 and result.exists():
+    row = {"recipe": name, "seed": seed, "overrides": overrides}
+    if reuse and _finished_with(run_dir, args):
+        row.update(wall_s=round(json.loads(result.read_text())["run_time_s"], 1), reused=True)
+    else:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], capture_output=True, text=True)
+        row["wall_s"] = round(time.perf_counter() - start, 1)
+        if proc.returncode != 0 or not result.exists():
+            row["error"] = proc.stderr[-1500:]
+    if "error" not in row:
         metrics = json.loads(result.read_text())["metrics"]
         row.update({k: metrics.get(k) for k in ("val/acc", "val/loss", "val/acc_best", "val/auroc")})
-    else:
-        row["error"] = proc.stderr[-1500:]
     with open(out / "recipes.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps({k: v for k, v in row.items() if k != "overrides"}), flush=True)
     return row
+
+
+def _finished_with(run_dir: Path, args: list[str]) -> bool:
+    """Whether ``run_dir`` holds a run that ended well (train.py's result.json) of exactly these overrides."""
+    try:
+        done = json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+        # Hydra keeps the task's overrides there, not its own (hydra.run.dir: the folder itself)
+        return done and list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) == [
+            a for a in args if not a.startswith("hydra.")]
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def summarise(rows: list[dict]) -> list[dict]:

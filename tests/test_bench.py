@@ -49,14 +49,23 @@ def test_recipes_scores_a_run_on_the_held_out_split(tmp_path, synthetic_root):
 def test_learning_curve_trains_each_size_on_the_same_held_out_split_and_scores_its_maps(tmp_path, synthetic_root):
     probe = write_oxford_pets(tmp_path / "pets")
     out = tmp_path / "curve"
-    _run("bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(out), "--sizes", "24", "64",
-         "--parallel", "2", "--probe", str(probe), "--", "data.image_size=32", "data.batch_size=16",
-         "trainer.max_epochs=1", "data.num_workers=0", "trainer.precision=32-true", "model.compile=false")
+    command = ["bench/learning_curve.py", "--data", str(synthetic_root), "--out", str(out), "--sizes", "24", "64",
+               "--parallel", "2", "--probe", str(probe), "--", "data.image_size=32", "data.batch_size=16",
+               "trainer.max_epochs=1", "data.num_workers=0", "trainer.precision=32-true", "model.compile=false"]
+    _run(*command)
     rows = [json.loads(line) for line in (out / "recipes.jsonl").read_text().splitlines()]
     assert sorted(r["recipe"] for r in rows) == ["n24", "n64"] and not any("error" in r for r in rows), rows
     for size in (24, 64):  # the size reaches the run (test_split.py: what data.train_limit does)
         assert OmegaConf.load(out / f"n{size}_seed0" / ".hydra" / "config.yaml").data.train_limit == size
-        # each run's maps scored by map_report.py, with the callback's method and layer
+
+    # Run again, as after an interruption: the finished runs are read, not trained again, and still scored
+    checkpoint = out / "n24_seed0" / "checkpoints" / "last.ckpt"
+    written = checkpoint.stat().st_mtime_ns
+    _run(*command)
+    again = [json.loads(line) for line in (out / "recipes.jsonl").read_text().splitlines()][2:]
+    assert sorted((r["recipe"], r.get("reused")) for r in again) == [("n24", True), ("n64", True)], again
+    assert checkpoint.stat().st_mtime_ns == written and again[0]["val/acc"] is not None
+    for size in (24, 64):  # each run's maps scored by map_report.py, with the callback's method and layer
         report = (out / f"n{size}_seed0" / "map_report" / "map_report.csv").read_text().splitlines()
         assert [line.split(",")[:2] for line in report[1:]] == [["hirescam", "pool1"], ["centre", "-"], ["uniform", "-"]]
     table = (out / "learning_curve.md").read_text()
@@ -64,6 +73,11 @@ def test_learning_curve_trains_each_size_on_the_same_held_out_split_and_scores_i
     assert len(point.findall(table)) == 2, table
     assert "Centred Gaussian: mass 0." in table, table
     assert (out / "learning_curve.png").stat().st_size > 0
+
+    # Another setting in the same folder is trained anew
+    _run(*[a.replace("max_epochs=1", "max_epochs=2") for a in command if a != "64"])
+    last = json.loads((out / "recipes.jsonl").read_text().splitlines()[-1])
+    assert (last["recipe"], last.get("reused")) == ("n24", None) and checkpoint.stat().st_mtime_ns != written
 
 
 def test_gradcam_cost_reports_the_callback_and_its_writer_thread(synthetic_root):
