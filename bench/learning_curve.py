@@ -38,23 +38,22 @@ from recipes import ROOT, run_one, summarise  # noqa: E402
 
 MAP_SCORES = ("energy_on_animal", "max_on_animal")  # the maps issue's two targets
 _REPORT = OmegaConf.load(ROOT / "conf" / "map_report.yaml")
-MAP = f"{_REPORT.methods[0]} {_REPORT.layers[0]}"  # map_report's first method x layer: the callback's default
+METHOD, LAYER = _REPORT.methods[0], _REPORT.layers[0]  # map_report's first method x layer: the callback's default
 
 
 def map_scores(run_dir: Path, probe: Path) -> dict:
     """The run's last.ckpt scored on the probe by src/map_report.py, as a user would: the callback's map
     (``map_<score>``) and the centred Gaussian's (``centre_<score>``); {} with the error logged when it fails."""
     out = run_dir / "map_report"
-    method, layer = MAP.split()
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "map_report.py"),
                            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"probe={probe}",
-                           f"methods=[{method}]", f"layers=[{layer}]", "grid_images=0", f"hydra.run.dir={out}"],
+                           f"methods=[{METHOD}]", f"layers=[{LAYER}]", "grid_images=0", f"hydra.run.dir={out}"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"map_report failed for {run_dir}: {proc.stderr[-800:]}", file=sys.stderr, flush=True)
         return {}
-    rows = {r["method"]: r for r in csv.DictReader(open(out / "map_report.csv"))}
-    return {f"{name}_{score}": float(rows[row][score]) for name, row in (("map", method), ("centre", "centre"))
+    rows = {r["method"]: r for r in csv.DictReader((out / "map_report.csv").read_text().splitlines())}
+    return {f"{name}_{score}": float(rows[row][score]) for name, row in (("map", METHOD), ("centre", "centre"))
             for score in MAP_SCORES}
 
 
@@ -76,7 +75,7 @@ def table(points: list[dict], setting: list[str]) -> str:
     maps = any(p["map_max_on_animal"] is not None for p in points)
     lines = [f"Setting: `{' '.join(setting) or '(the defaults)'}`", ""]
     if maps:
-        lines += [f"Maps: {MAP} of the predicted class on the probe's photos (src/map_report.py); the centred "
+        lines += [f"Maps: {METHOD} {LAYER} of the predicted class on the probe's photos (src/map_report.py); the centred "
                   f"Gaussian's scores for reference.", ""]
     extra = " | map's mass on the animal | its maximum on the animal" if maps else ""
     lines += [f"| training photos | runs | held-out accuracy | log loss{extra} |", "|---|---|---|---|" + "---|---|" * maps]
@@ -106,7 +105,7 @@ def plot(points: list[dict], setting: list[str], path: Path) -> None:
                      color="tab:red")
     labelled = [(acc_ax, "held-out accuracy (%)"), (loss_ax, "held-out log loss")]
     if mapped:
-        labelled.append((_plot_maps(axes[2], mapped), f"{MAP}: share on the probe's animals"))
+        labelled.append((_plot_maps(axes[2], mapped), f"{METHOD} {LAYER}: share on the probe's animals"))
     for ax, label in labelled:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [f"{s:,}" for s in sizes])

@@ -25,6 +25,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from catdog.task import read_result  # noqa: E402
 
 # The issue's best measured recipe (85.7%): AdamW 1e-3 wd 0.05, one-cycle, BatchNorm, zoom 0.75-1, 100 epochs.
 _ISSUE_BEST = ["optimizer=adamw", "scheduler=onecycle", "model.net.batch_norm=true", "model.augment.scale=[0.75,1.0]",
@@ -182,18 +184,19 @@ def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra:
     run_dir = out / f"{name}_seed{seed}"
     args = [*overrides, f"data.root={data}", f"seed={seed}", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
             f"paths.output_root={out}", "trainer.enable_progress_bar=false", "callbacks.gradcam.every_n_epochs=10", *extra]
-    result = run_dir / "result.json"
     row = {"recipe": name, "seed": seed, "overrides": overrides}
-    if reuse and _finished_with(run_dir, args):
-        row.update(wall_s=round(json.loads(result.read_text())["run_time_s"], 1), reused=True)
+    result = _finished_with(run_dir, args) if reuse else None
+    if result is not None:
+        row.update(wall_s=round(result["run_time_s"], 1), reused=True)
     else:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], capture_output=True, text=True)
         row["wall_s"] = round(time.perf_counter() - start, 1)
-        if proc.returncode != 0 or not result.exists():
+        result = read_result(run_dir) if proc.returncode == 0 else None
+        if result is None:
             row["error"] = proc.stderr[-1500:]
-    if "error" not in row:
-        metrics = json.loads(result.read_text())["metrics"]
+    if result is not None:
+        metrics = result["metrics"]
         row.update({k: metrics.get(k) for k in ("val/acc", "val/loss", "val/acc_best", "val/auroc")})
     with open(out / "recipes.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -201,15 +204,16 @@ def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra:
     return row
 
 
-def _finished_with(run_dir: Path, args: list[str]) -> bool:
-    """Whether ``run_dir`` holds a run that ended well (train.py's result.json) of exactly these overrides."""
-    try:
-        done = json.loads((run_dir / "result.json").read_text())["status"] == "ok"
-        # Hydra keeps the task's overrides there, not its own (hydra.run.dir: the folder itself)
-        return done and list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) == [
-            a for a in args if not a.startswith("hydra.")]
-    except (OSError, ValueError, KeyError):
-        return False
+def _finished_with(run_dir: Path, args: list[str]) -> dict | None:
+    """The result.json of a run in ``run_dir`` that ended well with exactly these overrides, else None."""
+    result = read_result(run_dir)
+    if result is None or result.get("status") != "ok":
+        return None
+    try:  # Hydra keeps the task's overrides there, not its own (hydra.run.dir: the folder itself)
+        same = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) == [a for a in args if not a.startswith("hydra.")]
+    except OSError:
+        return None
+    return result if same else None
 
 
 def summarise(rows: list[dict]) -> list[dict]:
