@@ -23,6 +23,8 @@ W=/tmp/gpu_photos
 mkdir -p $W /tmp/d20k
 if [ ! -d /tmp/site/hydra ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/optional/*.whl 2>/dev/null \
+    || echo "google-crc32c's wheel does not fit this Python: TensorBoard checksums in Python here"
 fi
 export PYTHONPATH=/tmp/site:$PWD/src
 for t in .gpu/*.tar; do [ -f "$t" ] && tar -xf "$t" -C /tmp/d20k && rm -f "$t" && echo "unpacked $t"; done

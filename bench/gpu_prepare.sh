@@ -2,7 +2,9 @@
 # What bench/gpu_photos.sh carries to a lent GPU, made here on the CPU before the lease starts
 # (git-ignored; a fresh checkout has neither):
 #   .whl/              the wheels of hydra-core, omegaconf and antlr4 (the device's Python lacks them;
-#                      antlr4 4.9.3 ships only as an sdist, so it is built into a wheel here)
+#                      antlr4 4.9.3 ships only as an sdist, so it is built into a wheel here); in
+#                      .whl/optional/ google-crc32c's, built for this Python: TensorBoard's checksums in C
+#                      where the device's Python matches (catdog/event_checksums.py), else left out there
 #   .gpu/d20k_N.tar    the 20,000 photos as three tars of about 58 MB, one per device call (a call
 #                      carries 64 MiB at most); the first holds cat/dog.0-1999, the small step's photos
 #   bash bench/gpu_prepare.sh [photos folder]     # default ../shared/data/dogs-vs-cats-200px/train-20k
@@ -15,6 +17,7 @@ PY=${PY:-.venv/bin/python}
 versions=$("$PY" -c "from importlib.metadata import version as v
 print(' '.join(f'{p}=={v(p)}' for p in ('hydra-core', 'omegaconf', 'antlr4-python3-runtime')))")
 rm -rf .whl && "$PY" -m pip wheel --quiet --no-deps -w .whl $versions
+"$PY" -m pip wheel --quiet --no-deps -w .whl/optional "google-crc32c==$("$PY" -c "from importlib.metadata import version; print(version('google-crc32c'))")"
 mkdir -p .gpu && rm -f .gpu/d20k_*.tar .gpu/list*
 "$PY" - "$PHOTOS" <<'PY'
 import os, sys

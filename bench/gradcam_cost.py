@@ -78,6 +78,7 @@ def main() -> None:
         real_submit(self, trainer, run, *args)
 
     GradCamLogger._submit = counted
+    event_cpu = _count_event_writing()
     clock = EpochClock()
     import catdog.resolvers  # noqa: F401  (resolvers)
 
@@ -103,6 +104,32 @@ def main() -> None:
     print(f"writer thread CPU per epoch (mean over all epochs): {1000 * writer:.1f} ms = {100 * writer / epoch:.2f}%;"
           f" both together at most {100 * (cost + writer) / epoch:.2f}% of an epoch,"
           f" {100 * (without + writer) / epoch:.2f}% without the curves")
+    events = event_cpu[0] / len(clock.epochs)
+    print(f"TensorBoard's event-file thread CPU per epoch for the callback's records (checksums, writes):"
+          f" {1000 * events:.1f} ms = {100 * events / epoch:.2f}%; all three together at most"
+          f" {100 * (cost + writer + events) / epoch:.2f}% of an epoch, {100 * (without + writer + events) / epoch:.2f}%"
+          f" without the curves")
+
+
+def _count_event_writing() -> list[float]:
+    """CPU seconds TensorBoard's own writer thread spends on the callback's records (tags gradcam/...):
+    it checksums each record as it writes it, on a thread of its own, beside training."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer import record_writer
+
+    spent = [0.0]
+    real_write = record_writer.RecordWriter.write
+
+    def write(self, data):
+        start = time.thread_time()
+        real_write(self, data)
+        took = time.thread_time() - start
+        values = Event.FromString(data).summary.value
+        if values and values[0].tag.startswith("gradcam/"):
+            spent[0] += took
+
+    record_writer.RecordWriter.write = write
+    return spent
 
 
 if __name__ == "__main__":

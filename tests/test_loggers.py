@@ -84,3 +84,35 @@ def test_tensorboard_gets_the_picture_losslessly():
     image = _png_summary("gradcam/grid", picture).value[0].image
     assert (image.height, image.width, image.colorspace) == (20, 30, 3)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), picture)
+
+
+def test_event_files_checksummed_in_c_as_tensorboard_would(tmp_path):
+    """The records train.py's TensorBoard logger writes carry the checksums TensorBoard's own (pure
+    Python, 175 ns a byte) code computes, from google-crc32c's C code."""
+    import struct
+
+    import numpy as np
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+    from tensorboard.summary.writer import record_writer
+    from torch.utils.tensorboard import SummaryWriter
+
+    from catdog.event_checksums import use_fast_checksums
+    from catdog.log_image import _png_summary
+
+    assert use_fast_checksums(), "google-crc32c (a dependency) has no C implementation here"
+    assert record_writer.masked_crc32c is not reference
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("val/acc", 0.5, 1)
+    picture = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)  # a record of ~180 KB
+    writer._get_file_writer().add_summary(_png_summary("gradcam/grid", picture), 1)
+    writer.close()
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    raw, records = events.read_bytes(), []
+    while raw:  # TFRecord framing: length, its masked CRC, the data, its masked CRC
+        header, (header_crc,) = raw[:8], struct.unpack("<I", raw[8:12])
+        (length,) = struct.unpack("<Q", header)
+        data, (data_crc,) = raw[12:12 + length], struct.unpack("<I", raw[12 + length:16 + length])
+        assert (header_crc, data_crc) == (reference(header), reference(data))
+        records.append(length)
+        raw = raw[16 + length:]
+    assert len(records) == 3 and max(records) > 100_000  # the file's version record, the scalar, the picture
