@@ -1,9 +1,9 @@
 """TensorBoard's event files checksummed in C.
 
 Without TensorFlow installed, TensorBoard's writer (which torch and Lightning use) computes each
-record's CRC-32C in pure Python (``tensorboard.compat.tensorflow_stub``), about 175 ns a byte on its
-own thread beside training: 40 ms for one 230 KB Grad-CAM grid at 64 px, 360 ms for a 2 MB one at
-224 px, holding the GIL meanwhile. At 64 px on 2 CPU cores the callback's records took 2.2% of an
+record's CRC-32C in pure Python (``tensorboard.compat.tensorflow_stub``), about 115 ns a byte, on its
+own thread beside training: 26 ms for one 230 KB Grad-CAM grid at 64 px, 240 ms for a 2 MB one at
+224 px, holding the GIL meanwhile. At 64 px on 2 CPU cores the callback's records took 2.1% of an
 epoch that way (bench/RESULTS.md, session 47). ``google-crc32c`` (a dependency) computes the same
 checksum in C, with the CPU's CRC32C instructions where it has them: 0.1 ms for 2 MB.
 """
