@@ -10,16 +10,19 @@ checksum in C, with the CPU's CRC32C instructions where it has them: 0.1 ms for 
 
 from __future__ import annotations
 
+try:
+    import google_crc32c
+except ImportError:  # a Python its wheel does not fit (the lent GPU machines): TensorBoard's own checksums
+    google_crc32c = None
+
 
 def use_fast_checksums() -> bool:
-    """Make TensorBoard's record writer checksum with ``google-crc32c``; False where that package has
-    no C implementation here (or TensorBoard writes records another way), leaving TensorBoard's own."""
-    try:
-        import google_crc32c
-        from tensorboard.summary.writer import record_writer
-    except ImportError:
-        return False
-    if google_crc32c.implementation != "c" or not hasattr(record_writer, "masked_crc32c"):
+    """Make TensorBoard's record writer checksum with ``google-crc32c``; False where that package is
+    missing or has no C implementation here (or TensorBoard writes records another way), leaving
+    TensorBoard's own."""
+    from tensorboard.summary.writer import record_writer
+
+    if google_crc32c is None or google_crc32c.implementation != "c" or not hasattr(record_writer, "masked_crc32c"):
         return False
     record_writer.masked_crc32c = masked_crc32c  # looked up at each write, so later writers use it too
     return True
@@ -27,7 +30,5 @@ def use_fast_checksums() -> bool:
 
 def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC-32C of ``data``, as TensorBoard's ``masked_crc32c`` computes it."""
-    import google_crc32c
-
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
