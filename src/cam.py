@@ -60,7 +60,7 @@ def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
-    from catdog.gradcam.render import Row, cam_grid, palette, save_png
+    from catdog.gradcam.render import Row, cam_grid, palette, save_picture
     from catdog.inference import decode_files, decoded_batches, load_model, require_some, run_network, select_device
     from catdog.model.evaluation import positive_class
 
@@ -92,7 +92,7 @@ def make_cams(cfg: DictConfig) -> dict:
             k = out.start + i
             pred = classes[int(probs[i].argmax())]
             title = f"{pred}  P({classes[dog]})={float(probs[i, dog]):.3f}{mapped}  {Path(decoded.paths[k]).name}"
-            save_png(cam_grid([Row(out.images[i], out.cams[i], title[:TITLE_CHARS])], str(cfg.colormap)), out_dir / f"{names[k]}.png")
+            save_picture(cam_grid([Row(out.images[i], out.cams[i], title[:TITLE_CHARS])], str(cfg.colormap)), out_dir / f"{names[k]}.png")
             if cfg.save_maps:
                 np.save(out_dir / f"{names[k]}.npy", out.cams[i].numpy().astype(np.float32))
             records.append((decoded.paths[k], f"{names[k]}.png", pred, float(probs[i, dog])))

@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from catdog.callbacks.confusion_matrix import confusion_matrix_image
     from catdog.data.files import find_labelled
     from catdog.data.report import report_skipped
-    from catdog.gradcam.render import save_png
+    from catdog.gradcam.render import save_picture
     from catdog.inference import decode_files, decoded_batches, load_model, log_probs_of, require_some, select_device
     from catdog.model.evaluation import classification_metrics
 
@@ -79,7 +79,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
         csv.writer(f).writerows([["true \\ predicted", *model.classes],
                                  *([c, *map(int, row)] for c, row in zip(model.classes, matrix))])
-    save_png(confusion_matrix_image(matrix, model.classes, f"accuracy {metrics['test/acc']:.3f}"), out_dir / "confusion_matrix.png")
+    save_picture(confusion_matrix_image(matrix, model.classes, f"accuracy {metrics['test/acc']:.3f}"), out_dir / "confusion_matrix.png")
     probs = log_probs.double().exp().numpy()
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)

@@ -79,7 +79,7 @@ def map_report(cfg: DictConfig) -> dict:
     from catdog.data.report import report_skipped
     from catdog.gradcam.maps import find_layer, weight_fn
     from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, probe_grid, uniform_maps
-    from catdog.gradcam.render import save_png
+    from catdog.gradcam.render import save_picture
     from catdog.gradcam.report_table import write_csv, write_markdown, write_picture
     from catdog.inference import load_model, require_some, select_device
 
@@ -113,7 +113,7 @@ def map_report(cfg: DictConfig) -> dict:
             if probe is not None:
                 probe_maps, log_probs = _maps(model.net, probe.images, device, cfg, method, layer)
                 if not rows and cfg.grid_images:  # the first method x layer's: the callback's default
-                    save_png(probe_grid(probe, probe_maps, log_probs.exp(), model.classes, int(cfg.grid_images)),
+                    save_picture(probe_grid(probe, probe_maps, log_probs.exp(), model.classes, int(cfg.grid_images)),
                              out_dir / "map_report_probe_grid.png")
             rows.append({"method": method, "layer": layer,
                          **_scores(model.net, probe, probe_maps, photos, photo_maps_of, device, cfg)})

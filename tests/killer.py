@@ -54,7 +54,7 @@ class KillAt(L.Callback):
         elif phase == "save":
             self._patch_torch_save()
         elif phase == "gradcam":
-            self._patch_save_png()
+            self._patch_save_picture()
         elif phase == "timer":
             threading.Thread(target=lambda: (time.sleep(seconds), _die()), daemon=True).start()
 
@@ -92,20 +92,20 @@ class KillAt(L.Callback):
 
         torch.save = save
 
-    def _patch_save_png(self) -> None:
+    def _patch_save_picture(self) -> None:
         import catdog.callbacks.gradcam_logger as gradcam
 
-        real = gradcam.save_png
+        real = gradcam.save_picture
 
-        def save_png(image, path):
+        def save_picture(image, path):
             if not self._tick():
                 return real(image, path)
             with open(path, "wb") as f:
-                f.write(b"\x89PNG\r\n\x1a\n")  # a picture cut short
+                f.write(b"\xff\xd8\xff")  # a picture cut short
                 f.flush()
             _die()
 
-        gradcam.save_png = save_png
+        gradcam.save_picture = save_picture
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.phase == "train" and self._tick():

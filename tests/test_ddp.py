@@ -126,7 +126,7 @@ def test_ddp_with_the_gradcam_logger(tmp_path, synthetic_root):
     result = train(cfg)
     assert 0.0 <= result["metrics"]["val/acc"] <= 1.0
     run = tmp_path / "run"
-    assert (run / "gradcam_grid.png").is_file()
+    assert (run / "gradcam_grid.jpg").is_file()
     assert {"gradcam/grid", "val/confusion_matrix"} <= _image_tags(run)
 
 

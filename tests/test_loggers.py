@@ -78,10 +78,10 @@ def test_tensorboard_gets_the_picture_losslessly():
     import numpy as np
     from PIL import Image
 
-    from catdog.log_image import _png_summary
+    from catdog.log_image import _image_summary
 
     picture = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    image = _png_summary("gradcam/grid", picture).value[0].image
+    image = _image_summary("gradcam/grid", picture).value[0].image
     assert (image.height, image.width, image.colorspace) == (20, 30, 3)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), picture)
 
@@ -97,14 +97,14 @@ def test_event_files_checksummed_in_c_as_tensorboard_would(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     from catdog.event_checksums import use_fast_checksums
-    from catdog.log_image import _png_summary
+    from catdog.log_image import _image_summary
 
     assert use_fast_checksums(), "google-crc32c (a dependency) has no C implementation here"
     assert record_writer.masked_crc32c is not reference
     writer = SummaryWriter(str(tmp_path))
     writer.add_scalar("val/acc", 0.5, 1)
     picture = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)  # a record of ~180 KB
-    writer._get_file_writer().add_summary(_png_summary("gradcam/grid", picture), 1)
+    writer._get_file_writer().add_summary(_image_summary("gradcam/grid", picture), 1)
     writer.close()
     (events,) = tmp_path.glob("events.out.tfevents.*")
     raw, records = events.read_bytes(), []

@@ -180,7 +180,7 @@ def test_another_network_trains_through_train_py_on_three_classes(tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["catdog"]["classes"] == ["cat", "dog", "fox"] and ckpt["catdog"]["net_class"] == "helpers.TinyNet"
     assert ckpt["state_dict"]["net.head.weight"].shape[0] == 3
-    assert (tmp_path / "run" / "gradcam_grid.png").is_file()
+    assert (tmp_path / "run" / "gradcam_grid.jpg").is_file()
     with pytest.raises(UserError, match="TinyNet network"):  # never imported by name from a file
         net_from_checkpoint(ckpt)
 

@@ -1,9 +1,11 @@
 """A real TensorBoard over two short runs, asked through its HTTP API what a user would see: the
-images plugin lists the Grad-CAM tags with one step per epoch, and the HParams plugin lists both
-runs with their settings and metrics. The server listens on 127.0.0.1 only and is stopped."""
+images plugin lists the Grad-CAM tags with one step per epoch and serves their pictures (JPEG) to
+the browser, and the HParams plugin lists both runs with their settings and metrics. The server
+listens on 127.0.0.1 only and is stopped."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -13,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from helpers import TINY, compose_train
 from train import train
@@ -54,8 +57,12 @@ def test_tensorboard_lists_the_maps_per_epoch_and_the_runs_with_their_metrics(tm
         assert set(tags) == {"a/run/tensorboard", "b/run/tensorboard"}
         for run, run_tags in tags.items():
             assert {"gradcam/grid", "gradcam/sample_00", "val/confusion_matrix"} <= set(run_tags)
-            steps = [e["step"] for e in _get(f"{url}/data/plugin/images/images?run={run}&tag=gradcam/grid")]
-            assert steps == [0, 1]  # one grid per epoch, every epoch kept
+            grids = _get(f"{url}/data/plugin/images/images?run={run}&tag=gradcam/grid")
+            assert [e["step"] for e in grids] == [0, 1]  # one grid per epoch, every epoch kept
+            with urllib.request.urlopen(f"{url}/data/plugin/images/individualImage?{grids[-1]['query']}") as response:
+                assert response.headers["Content-Type"] == "image/jpeg"  # what the browser is told it gets
+                picture = Image.open(io.BytesIO(response.read()))
+            assert picture.format == "JPEG" and picture.size == (3 * 128, 8 * (128 + 16))  # 8 rows of 3 cells, titled
 
         groups = _get(f"{url}/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,

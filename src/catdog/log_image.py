@@ -22,31 +22,33 @@ _one_at_a_time = threading.Lock()
 
 
 def log_image(trainer, tag: str, picture: np.ndarray | torch.Tensor, step: int, dataformats: str = "HWC",
-              png: bytes | None = None) -> None:
-    """``picture``: uint8, (H, W, 3) with ``dataformats="HWC"`` or (3, H, W) with ``"CHW"``; ``png``: the
-    same picture already encoded by ``render.png_bytes`` (a caller that also saves it encodes it once)."""
+              encoded: bytes | None = None) -> None:
+    """``picture``: uint8, (H, W, 3) with ``dataformats="HWC"`` or (3, H, W) with ``"CHW"``; ``encoded``: the
+    same picture already encoded for TensorBoard (``render.png_bytes`` or ``render.jpeg_bytes``: its image
+    tab shows either); without it, PNG."""
     with _one_at_a_time:
         for logger in trainer.loggers:
-            _log_to(logger, tag, picture, step, dataformats, png)
+            _log_to(logger, tag, picture, step, dataformats, encoded)
 
 
-def _log_to(logger, tag: str, picture, step: int, dataformats: str, png: bytes | None) -> None:
+def _log_to(logger, tag: str, picture, step: int, dataformats: str, encoded: bytes | None) -> None:
     if isinstance(logger, TensorBoardLogger):
         # add_image's own PNG encoding uses zlib level 6 (render.png_bytes: why level 1), so encode
         # here and hand the summary to the writer's file writer, as add_image itself does.
-        logger.experiment._get_file_writer().add_summary(_png_summary(tag, _hwc(picture, dataformats), png), step)
+        summary = _image_summary(tag, _hwc(picture, dataformats), encoded)
+        logger.experiment._get_file_writer().add_summary(summary, step)
     elif isinstance(logger, MLFlowLogger):
         logger.experiment.log_image(logger.run_id, _hwc(picture, dataformats), key=tag, step=step)
     elif isinstance(logger, WandbLogger):
         logger.log_image(key=tag, images=[_hwc(picture, dataformats)], caption=[f"epoch {step}"])
 
 
-def _png_summary(tag: str, picture: np.ndarray, png: bytes | None = None):
+def _image_summary(tag: str, picture: np.ndarray, encoded: bytes | None = None):
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     height, width, channels = picture.shape
     image = Summary.Image(height=height, width=width, colorspace=channels,
-                          encoded_image_string=png if png is not None else png_bytes(picture))
+                          encoded_image_string=encoded if encoded is not None else png_bytes(picture))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 

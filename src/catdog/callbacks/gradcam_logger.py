@@ -19,10 +19,10 @@ epoch and TensorBoard's step slider (step = epoch) walks through how the attenti
   ``faithfulness_images`` validation images, beside a random order's (``gradcam/random/...``):
   whether the maps are faithful to the model, on any data;
 - at the end of training, ``gradcam/top_losses``: the most confidently wrong validation images
-  with their maps; the last grid and the gallery are also saved as PNGs in the run folder.
+  with their maps; the last grid, the probe's and the gallery are also saved as JPEGs in the run folder.
 
 The maps are computed on the training device by ``catdog.inference.run_network`` (milliseconds),
-in the precision validation runs in (``_as_validated``); encoding PNGs and writing them happens
+in the precision validation runs in (``_as_validated``); encoding the pictures and writing them happens
 on a background thread, so training does not wait for it.
 """
 
@@ -40,7 +40,7 @@ from catdog.errors import UserError
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
 from catdog.gradcam.maps import find_layer, weight_fn
 from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
-from catdog.gradcam.render import Row, cam_grid, overlay, palette, png_bytes, save_png, titled_rows
+from catdog.gradcam.render import Row, cam_grid, jpeg_bytes, overlay, palette, save_picture, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
 from catdog.inference import log_probs_of, maps_of
 from catdog.log_image import log_image
@@ -183,12 +183,13 @@ class GradCamLogger(L.Callback):
         return probe_grid(self.probe, cams, probs, pl_module.classes, self.num_images, self.colormap)
 
     def _write_probe(self, trainer, grid, epoch, run_dir: Path) -> None:
-        _log_and_save(trainer, "gradcam/probe_grid", grid, epoch, run_dir / "gradcam_probe_grid.png")
+        _log_and_save(trainer, "gradcam/probe_grid", grid, epoch, run_dir / "gradcam_probe_grid.jpg")
 
     def _write_epoch(self, trainer, grid, overlays, epoch, run_dir: Path) -> None:
-        _log_and_save(trainer, "gradcam/grid", grid, epoch, run_dir / "gradcam_grid.png")
+        _log_and_save(trainer, "gradcam/grid", grid, epoch, run_dir / "gradcam_grid.jpg")
         for i, picture in enumerate(overlays):
-            log_image(trainer, f"gradcam/sample_{i:02d}", picture, epoch, dataformats="CHW")
+            picture = picture.permute(1, 2, 0).numpy()
+            log_image(trainer, f"gradcam/sample_{i:02d}", picture, epoch, encoded=jpeg_bytes(picture))
 
     # -- at the end: the most confidently wrong images -----------------------------------
 
@@ -218,7 +219,7 @@ class GradCamLogger(L.Callback):
         self._submit(trainer, self._write_gallery, gallery, trainer.current_epoch, run_dir)
 
     def _write_gallery(self, trainer, gallery, epoch, run_dir: Path) -> None:
-        _log_and_save(trainer, "gradcam/top_losses", gallery, epoch, run_dir / "gradcam_top_losses.png")
+        _log_and_save(trainer, "gradcam/top_losses", gallery, epoch, run_dir / "gradcam_top_losses.jpg")
 
     # -- the background writer -----------------------------------------------------------
 
@@ -252,9 +253,9 @@ class GradCamLogger(L.Callback):
 
 def _log_and_save(trainer: L.Trainer, tag: str, picture, epoch: int, path: Path) -> None:
     """To the loggers and to ``path`` (the latest epoch's, overwritten each time), encoded once."""
-    png = png_bytes(picture)
-    log_image(trainer, tag, picture, epoch, png=png)
-    save_png(png, path)
+    jpeg = jpeg_bytes(picture)
+    log_image(trainer, tag, picture, epoch, encoded=jpeg)
+    save_picture(jpeg, path)
 
 
 def _as_validated(trainer: L.Trainer):

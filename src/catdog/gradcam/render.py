@@ -84,8 +84,8 @@ def _cell(size: int) -> int:
 
 
 def _upscale(x: torch.Tensor, cell: int) -> torch.Tensor:
-    # Each pixel repeated, not interpolated: the picture shows what the network saw, and the PNGs of
-    # the grids (every epoch, on the writer thread) encode 2-3x faster at half the size (bench/RESULTS.md).
+    # Each pixel repeated, not interpolated: the picture shows what the network saw, and as PNG (the
+    # commands' pictures) it encodes 2-3x faster at half the size (bench/RESULTS.md; JPEG: the same).
     k = cell // x.shape[-1]
     return x if k == 1 else x.repeat_interleave(k, dim=-1).repeat_interleave(k, dim=-2)
 
@@ -131,15 +131,24 @@ def cam_grid(rows: list[Row], colormap: str = "jet") -> np.ndarray:
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 as PNG. zlib level 1: a grid encodes about 4x faster than at Pillow's
-    default 6 for a fifth more bytes, CPU time that would otherwise come out of training every epoch;
-    and zlib's run-length strategy, meant for PNG's filtered rows: on every grid tried, 64-224 px,
-    another 15-20% faster and 3-8% smaller (bench/RESULTS.md, session 41)."""
+    """(H, W, 3) uint8 as PNG, for charts and the commands' pictures. zlib level 1: a grid encodes
+    about 4x faster than at Pillow's default 6 for a fifth more bytes; and zlib's run-length strategy,
+    meant for PNG's filtered rows: on every grid tried, 64-224 px, another 15-20% faster and 3-8%
+    smaller (bench/RESULTS.md, session 41)."""
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 
-def save_png(picture: np.ndarray | bytes, path) -> None:
-    """``picture``: (H, W, 3) uint8, or one already encoded by ``png_bytes``."""
+def jpeg_bytes(picture: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 as JPEG, for the training callback's pictures of photos and heatmaps, encoded
+    every epoch beside training: 5x faster than ``png_bytes`` and a fifth smaller, at 45 dB PSNR
+    (quality 95, colour at full resolution: no visible change; bench/RESULTS.md, session 49)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buffer, format="JPEG", quality=95, subsampling=0)
+    return buffer.getvalue()
+
+
+def save_picture(picture: np.ndarray | bytes, path) -> None:
+    """``picture``: (H, W, 3) uint8, saved as PNG, or bytes already encoded (``png_bytes``, ``jpeg_bytes``)."""
     Path(path).write_bytes(picture if isinstance(picture, bytes) else png_bytes(picture))
