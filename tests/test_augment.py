@@ -119,6 +119,19 @@ def test_zoom_out_shrinks_the_whole_photo_into_a_frame_at_a_random_place():
     assert rows.float().mean(dim=1).std() > 1.0  # placed in different places
 
 
+def test_rotation_corners_are_black_by_default_and_filled_from_the_photo_with_border_or_reflection():
+    x = torch.ones(1, 3, 32, 32)
+    tilted = _params(1, angle=torch.tensor([20.0]))
+    corners = {}
+    for padding in ("zeros", "border", "reflection"):
+        aug = DeviceAugment(hflip=0, padding=padding, brightness=0, contrast=0, saturation=0)
+        corners[padding] = aug.geometry(x, tilted)[..., :3, :3]
+    assert corners["zeros"].max() < 0.5  # the rotation's corner lies outside the photo
+    assert (corners["border"] > 0.99).all() and (corners["reflection"] > 0.99).all()
+    with pytest.raises(ValueError, match="padding must be"):
+        DeviceAugment(padding="wrap")
+
+
 def test_erasing_fills_a_box_of_the_drawn_area_with_noise_in_the_drawn_share_of_samples():
     aug = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, erase=0.5,
                         erase_area=(0.1, 0.2))

@@ -154,6 +154,7 @@ class DeviceAugment:
         frame_swap: float = 0.0,
         frame_keep: tuple[float, float] = (0.5, 0.8),
         frame_donor: str = "any",
+        padding: str = "zeros",
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
         self.jitter = (brightness, contrast, saturation)
@@ -163,6 +164,9 @@ class DeviceAugment:
         if frame_donor not in ("any", "other_class"):
             raise ValueError(f"frame_donor must be 'any' or 'other_class', not {frame_donor!r}")
         self.frame_donor = frame_donor
+        if padding not in ("zeros", "border", "reflection"):
+            raise ValueError(f"padding must be 'zeros', 'border' or 'reflection', not {padding!r}")
+        self.padding = padding
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -219,7 +223,7 @@ class DeviceAugment:
             [torch.stack([sign * cos, -sign * sin, sign * tx], 1),
              torch.stack([sin, cos, ty], 1)], 1
         ).to(x.dtype)
-        return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode=self.padding, align_corners=False)
 
     def frame(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Outside a centred box, each chosen image takes another image's pixels (by default the one
