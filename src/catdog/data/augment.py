@@ -33,7 +33,7 @@ class Params:
 
     flip: torch.Tensor  # bool
     angle: torch.Tensor  # degrees, counter-clockwise
-    scale: torch.Tensor  # < 1 zooms in, > 1 zooms out (the photo shrinks inside a black frame)
+    scale: torch.Tensor  # < 1 zooms in, > 1 zooms out (the photo shrinks inside a frame, black with padding="zeros")
     shift: torch.Tensor  # (N, 2), fraction of the half-width, x then y
     factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
     order: torch.Tensor  # index into _ORDERS
