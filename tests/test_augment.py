@@ -9,6 +9,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from catdog.data.augment import _ORDERS, DeviceAugment, Params, affine_grid, centre_zoom
+from catdog.errors import UserError
 
 
 def _params(n, **overrides) -> Params:
@@ -128,7 +129,7 @@ def test_rotation_corners_are_black_by_default_and_filled_from_the_photo_with_bo
         corners[padding] = aug.geometry(x, tilted)[..., :3, :3]
     assert corners["zeros"].max() < 0.5  # the rotation's corner lies outside the photo
     assert (corners["border"] > 0.99).all() and (corners["reflection"] > 0.99).all()
-    with pytest.raises(ValueError, match="padding must be"):
+    with pytest.raises(UserError, match="^model.augment.padding='wrap' must be 'zeros', 'border' or 'reflection'$"):
         DeviceAugment(padding="wrap")
 
 
@@ -246,5 +247,5 @@ def test_frame_swap_can_take_the_surroundings_from_an_image_of_the_other_class()
     assert torch.equal((one_class[:, 0, 0, 0] * 255).round().long(), torch.arange(n).roll(1))  # else the one before
     with pytest.raises(ValueError, match="needs the batch's labels"):
         aug(images)
-    with pytest.raises(ValueError, match="frame_donor"):
+    with pytest.raises(UserError, match="^model.augment.frame_donor='same_class' must be 'any' or 'other_class'$"):
         DeviceAugment(frame_donor="same_class")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from catdog.errors import UserError
+
 _ORDERS = list(itertools.permutations(range(3)))  # brightness, contrast, saturation
 
 
@@ -162,10 +164,10 @@ class DeviceAugment:
         self.erase, self.erase_area, self.erase_ratio = erase, tuple(erase_area), tuple(erase_ratio)
         self.frame_swap, self.frame_keep = frame_swap, tuple(frame_keep)
         if frame_donor not in ("any", "other_class"):
-            raise ValueError(f"frame_donor must be 'any' or 'other_class', not {frame_donor!r}")
+            raise UserError(f"model.augment.frame_donor={frame_donor!r} must be 'any' or 'other_class'")
         self.frame_donor = frame_donor
         if padding not in ("zeros", "border", "reflection"):
-            raise ValueError(f"padding must be 'zeros', 'border' or 'reflection', not {padding!r}")
+            raise UserError(f"model.augment.padding={padding!r} must be 'zeros', 'border' or 'reflection'")
         self.padding = padding
 
     # -- drawing ---------------------------------------------------------------------------
