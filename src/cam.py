@@ -86,7 +86,7 @@ def make_cams(cfg: DictConfig) -> dict:
     records = []
     batches = decoded_batches(decoded, cfg.data.batch_size)
     for out in run_network(model.net, batches, device, cam_layer=str(cfg.layer), cam_method=str(cfg.method),
-                           cam_targets=target, cam_contrast=contrast):
+                           cam_targets=target, cam_contrast=contrast, temperature=model.temperature):
         probs = out.log_probs.exp()
         for i in range(len(out.images)):
             k = out.start + i

@@ -52,11 +52,12 @@ def _photos(cfg: DictConfig, image_size: int):
     return photos, decoded.bad, files.ignored
 
 
-def _maps(net, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str):
+def _maps(model, images: torch.Tensor, device, cfg: DictConfig, method: str, layer: str):
     """The maps of the predicted class and the log-probabilities, from one pass over ``images``."""
     from catdog.inference import maps_of
 
-    return maps_of(net, images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast))
+    return maps_of(model.net, images, device, int(cfg.data.batch_size), layer, method, bool(cfg.contrast),
+                   model.temperature)
 
 
 def _scores(net, probe, probe_maps, photos, photo_maps_of, device, cfg: DictConfig) -> dict:
@@ -108,10 +109,10 @@ def map_report(cfg: DictConfig) -> dict:
     rows = []
     for method in methods:
         for layer in layers:
-            photo_maps_of = lambda images: _maps(model.net, images, device, cfg, method, layer)[0]  # noqa: E731
+            photo_maps_of = lambda images: _maps(model, images, device, cfg, method, layer)[0]  # noqa: E731
             probe_maps = None
             if probe is not None:
-                probe_maps, log_probs = _maps(model.net, probe.images, device, cfg, method, layer)
+                probe_maps, log_probs = _maps(model, probe.images, device, cfg, method, layer)
                 if not rows and cfg.grid_images:  # the first method x layer's: the callback's default
                     save_picture(probe_grid(probe, probe_maps, log_probs.exp(), model.classes, int(cfg.grid_images)),
                              out_dir / "map_report_probe_grid.png")

@@ -110,7 +110,8 @@ def log_outcome(metrics: dict[str, float], cfg: DictConfig, loggers: list) -> No
     """The final scores, the run folder, and how to browse it: what a user looks for once a run ends."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    scores = [f"{k} {metrics[k]:.4f}" for k in ("train/acc", "val/acc", "val/loss", "test/acc", "test/loss") if k in metrics]
+    scores = [f"{k} {metrics[k]:.4f}" for k in ("train/acc", "val/acc", "val/loss", "val/temperature", "test/acc", "test/loss")
+              if k in metrics]
     if scores:
         log.info("final: %s", ", ".join(scores))
     log.info("run folder: %s", cfg.paths.output_dir)

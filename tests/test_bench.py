@@ -183,3 +183,12 @@ def test_ours_share_of_the_ceiling_is_taken_epoch_by_epoch_against_the_rounds_be
     within = verdict([10.0, 100.0, 104.0, 98.0, 106.0], [100.0] * 6)  # 2% above it, inside its noise of 2.2%
     assert within["share"] == pytest.approx(1.02) and not within["flag"]
     assert verdict([10.0], [100.0, 100.0]) == {}  # no steady epoch, no share
+
+
+def test_calibration_scores_a_checkpoint_on_held_out_photos_cross_fitted(tmp_path, trained):
+    proc = _run("bench/calibration.py", "--images", str(trained["root"]), "--cache-dir", str(tmp_path / "cache"),
+                "--halvings", "3", str(trained["ckpt"]))
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert row["images"] == 96 and 0.0 <= row["accuracy"] <= 1.0
+    assert row["temperature"] == 1.0 and row["log_loss_own_temperature"] == pytest.approx(row["log_loss"])  # none fitted
+    assert row["log_loss_cross_fitted"] > 0 and 0.05 <= row["temperature_cross_fitted"] <= 20

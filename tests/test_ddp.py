@@ -130,6 +130,29 @@ def test_ddp_with_the_gradcam_logger(tmp_path, synthetic_root):
     assert {"gradcam/grid", "val/confusion_matrix"} <= _image_tags(run)
 
 
+def test_ddp_calibration_fits_one_temperature_on_every_ranks_validation_images(tmp_path, synthetic_root):
+    """model.calibrate under DDP: each rank holds half the validation split; the temperature saved
+    is the one fitted on all of it (gathered), as one process would fit it."""
+    import torch
+    from hydra.utils import instantiate
+
+    from catdog.model.calibration import fit_temperature
+
+    cfg, _ = _ddp_cfg(tmp_path, synthetic_root, "model.calibrate=true", "callbacks.gradcam=null")
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    model = instantiate(cfg.model)
+    model.load_state_dict(ckpt["state_dict"])
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup("fit")
+    batches = [data.on_after_batch_transfer(batch, 0) for batch in data.val_dataloader()]
+    with torch.no_grad():
+        log_p = torch.cat([model.eval().log_probs(x, temperature=1.0) for x, _ in batches])
+    y = torch.cat([y for _, y in batches])
+    assert len(y) == 24 and ckpt["catdog"]["temperature"] == pytest.approx(fit_temperature(log_p, y), rel=1e-3)
+
+
 def test_ddp_from_the_command_line(tmp_path, synthetic_root):
     """strategy=ddp as on GPUs: Lightning starts rank 1 by re-running this Hydra command line
     (with hydra.run.dir pinned to rank 0's folder), so both ranks share one run folder."""

@@ -185,6 +185,26 @@ def test_eval_on_a_gpu_scores_as_on_the_cpu(tmp_path, trained):
     assert metrics["cuda"]["test/loss"] == pytest.approx(metrics["cpu"]["test/loss"], abs=0.02)  # bf16 autocast on the GPU
 
 
+def test_eval_scales_the_probabilities_by_the_checkpoints_temperature(tmp_path, trained):
+    """A checkpoint of a calibrated run (model.calibrate) carries its temperature: eval.py's
+    probabilities and log loss are the network's scores divided by it, its accuracy the same."""
+    from eval import evaluate
+
+    ckpt = torch.load(trained["ckpt"], weights_only=True)
+    ckpt["catdog"]["temperature"] = 2.5
+    torch.save(ckpt, tmp_path / "calibrated.ckpt")
+    evaluate(compose(tmp_path, "eval", [f"ckpt_path={tmp_path / 'calibrated.ckpt'}", f"data.root={trained['root']}"]))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    rows = read_csv(tmp_path / "run" / "predictions.csv")[1:]
+    paths = [Path(r[0]) for r in rows]
+    labels = np.array([p.name.startswith("dog") for p in paths], dtype=int)
+    ref = torch.as_tensor(reference_probs(trained["net"], paths)).log().div(2.5).softmax(dim=1).numpy()
+    np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), ref, atol=1e-5)
+    assert metrics["temperature"] == 2.5
+    assert metrics["test/loss"] == pytest.approx(float(-np.log(ref[np.arange(len(labels)), labels]).mean()), abs=1e-4)
+    assert metrics["test/acc"] == pytest.approx(float((ref.argmax(1) == labels).mean()), abs=1e-6)
+
+
 def test_bare_original_state_dict_works_with_eval(tmp_path, class_folders):
     from eval import evaluate
 
@@ -221,8 +241,8 @@ def test_ckpt_path_last_and_the_stored_tta_default(tmp_path, trained):
     ckpt["catdog"]["config"]["model"].update(tta_flip=True, eval_zoom=0.875)
     torch.save(ckpt, tmp_path / "tta.ckpt")
     stored = load_model(str(tmp_path / "tta.ckpt"))
-    assert stored.scoring() == {"tta_flip": True, "eval_zoom": 0.875}
-    assert stored.scoring(tta_flip=False, eval_zoom=1) == {"tta_flip": False, "eval_zoom": 1.0}  # a command's overrides
+    assert stored.scoring() == {"tta_flip": True, "eval_zoom": 0.875, "temperature": 1.0}  # none fitted: model.calibrate=false
+    assert stored.scoring(tta_flip=False, eval_zoom=1) == {"tta_flip": False, "eval_zoom": 1.0, "temperature": 1.0}  # a command's overrides
     for bad in (0, "abc"):
         with pytest.raises(UserError, match=f"eval_zoom={bad} must be above 0"):
             stored.scoring(eval_zoom=bad)

@@ -30,6 +30,7 @@ from catdog.data.workers import default_workers
 from catdog.errors import UserError
 from catdog.gradcam.maps import Targets, evaluating, grad_cam_with_logits
 from catdog.model import evaluation
+from catdog.model.calibration import scaled
 from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
 from catdog.model.image_input import to_channels_last
 
@@ -48,6 +49,7 @@ class LoadedModel:
     path: str
     tta_flip: bool = False  # what the training run's model was configured with, if stored
     eval_zoom: float = 1.0  # the same
+    temperature: float = 1.0  # fitted on validation (model.calibrate), else 1
 
     @property
     def classes(self) -> list[str]:
@@ -58,11 +60,12 @@ class LoadedModel:
         return self.net.image_size
 
     def scoring(self, tta_flip: bool | None = None, eval_zoom: float | None = None) -> dict:
-        """``log_probs_of``'s view settings: those given (a command's overrides), else the stored ones."""
+        """``log_probs_of``'s view settings: those given (a command's overrides), else the stored ones;
+        and the checkpoint's temperature."""
         zoom = evaluation.checked_zoom(self.eval_zoom if eval_zoom is None else eval_zoom)
         if tta_flip is not None and not isinstance(tta_flip, bool):  # `tta_flip=no` is a word, and words are true
             raise UserError(f"tta_flip={tta_flip}: give true, false, or null (as the checkpoint's model was configured)")
-        return {"tta_flip": self.tta_flip if tta_flip is None else tta_flip, "eval_zoom": zoom}
+        return {"tta_flip": self.tta_flip if tta_flip is None else tta_flip, "eval_zoom": zoom, "temperature": self.temperature}
 
 
 def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs", image_size: int | None = None) -> LoadedModel:
@@ -82,7 +85,8 @@ def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs"
     if model_cfg.get("channels_last", True):  # as training ran it (a bare state_dict: the default's)
         to_channels_last(net)
     return LoadedModel(net, path, tta_flip=bool(model_cfg.get("tta_flip", False)),
-                       eval_zoom=float(model_cfg.get("eval_zoom", 1.0)))
+                       eval_zoom=float(model_cfg.get("eval_zoom", 1.0)),
+                       temperature=float((ckpt.get("catdog") or {}).get("temperature", 1.0)))
 
 
 def select_device(name: str | None = "auto") -> torch.device:
@@ -169,14 +173,14 @@ def eager(net: torch.nn.Module):
 
 
 def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device, *,
-                tta_flip: bool = False, eval_zoom: float = 1.0, cam_layer: str | None = None, cam_method: str = "gradcam",
-                cam_targets: Targets = None, cam_contrast: bool = False) -> Iterator[Outputs]:
+                tta_flip: bool = False, eval_zoom: float = 1.0, temperature: float = 1.0, cam_layer: str | None = None,
+                cam_method: str = "gradcam", cam_targets: Targets = None, cam_contrast: bool = False) -> Iterator[Outputs]:
     """Run uint8 (B, 3, S, S) batches through ``net`` on ``device``, in eval mode (every module's
     mode is restored after), yielding each batch's log-probabilities and, with ``cam_layer``,
     its maps of that layer by ``cam_method`` for ``cam_targets`` (a class for all images, one
     per image, or None: the predicted class; ``cam_contrast``: against the other classes). With
     maps the log-probabilities come from the same forward pass, of the whole image, without
-    ``tta_flip`` or ``eval_zoom``."""
+    ``tta_flip`` or ``eval_zoom``; both kinds are scaled by ``temperature``."""
     start = 0
     # A command loads its network on the CPU; the callbacks hand over one already there (a no-op).
     net.to(device)
@@ -184,11 +188,11 @@ def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: t
         for batch in batches:
             x = batch.to(device, non_blocking=True)
             if cam_layer is None:
-                out = Outputs(start, batch, _log_probs(net, x, tta_flip, eval_zoom).cpu())
+                out = Outputs(start, batch, _log_probs(net, x, tta_flip, eval_zoom, temperature).cpu())
             else:
                 targets = cam_targets[start : start + len(x)] if _per_image(cam_targets) else cam_targets
                 cams, logits = grad_cam_with_logits(net, x, cam_layer, targets, cam_method, cam_contrast)
-                out = Outputs(start, batch, logits.log_softmax(dim=1).cpu(), cams.cpu())
+                out = Outputs(start, batch, scaled(logits.float().log_softmax(dim=1), temperature).cpu(), cams.cpu())
             start += len(x)
             yield out
 
@@ -198,24 +202,25 @@ def _per_image(targets: Targets) -> bool:
 
 
 @torch.inference_mode()
-def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, eval_zoom: float) -> torch.Tensor:
+def _log_probs(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, eval_zoom: float, temperature: float) -> torch.Tensor:
     """As validation computes them (``catdog.model.evaluation``): bf16 autocast on a GPU; on a CPU
     the caller's precision (module notes), so a CPU autocast around the call is kept."""
     with torch.autocast("cuda", dtype=torch.bfloat16) if x.device.type == "cuda" else contextlib.nullcontext():
-        return evaluation.log_probs(net, x, tta_flip, eval_zoom).float()
+        return evaluation.log_probs(net, x, tta_flip, eval_zoom, temperature).float()
 
 
 def maps_of(net: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, layer: str,
-            method: str = "gradcam", contrast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            method: str = "gradcam", contrast: bool = False, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 (N, S, S) maps of the predicted class and (N, classes) log-probabilities of uint8
     (N, 3, S, S) images, on the CPU."""
     outs = list(run_network(net, images.split(batch_size), device, cam_layer=layer, cam_method=method,
-                            cam_contrast=contrast))
+                            cam_contrast=contrast, temperature=temperature))
     return torch.cat([o.cams for o in outs]), torch.cat([o.log_probs for o in outs])
 
 
 def log_probs_of(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device,
-                 tta_flip: bool = False, num_classes: int = 2, eval_zoom: float = 1.0) -> torch.Tensor:
+                 tta_flip: bool = False, num_classes: int = 2, eval_zoom: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
     """float32 (N, classes) log-probabilities of all the batches, on the CPU."""
-    out = [o.log_probs for o in run_network(net, batches, device, tta_flip=tta_flip, eval_zoom=eval_zoom)]
+    out = [o.log_probs for o in run_network(net, batches, device, tta_flip=tta_flip, eval_zoom=eval_zoom,
+                                            temperature=temperature)]
     return torch.cat(out) if out else torch.zeros(0, num_classes)

@@ -1,6 +1,6 @@
 """The LightningModule: the training step (seeded augmentation on the device, MixUp/CutMix,
-cross-entropy), torchmetrics, and the optimizer and LR schedule that Hydra hands over as
-partials (``_partial_: true``).
+cross-entropy), torchmetrics, the optimizer and LR schedule that Hydra hands over as partials
+(``_partial_: true``), and with ``calibrate`` a temperature fitted on each validation epoch.
 
 The network is any ``nn.Module`` that maps (N, 3, H, W) images, uint8 or float in [0, 1], to
 class scores (SimpleCNN by default; ``catdog.model.image_input`` is the input contract); the
@@ -23,6 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
+from catdog.model.calibration import fit_temperature
 from catdog.model.image_input import to_channels_last
 from catdog.model.surroundings_penalty import surroundings_share
 
@@ -52,6 +53,7 @@ class Classifier(L.LightningModule):
         surroundings_penalty: float = 0.0,
         tta_flip: bool = False,
         eval_zoom: float = 1.0,
+        calibrate: bool = False,
         compile: bool = False,
         channels_last: bool = True,
     ) -> None:
@@ -64,6 +66,10 @@ class Classifier(L.LightningModule):
         self.label_smoothing, self.seed = label_smoothing, seed
         self.compile_net, self.channels_last, self.tta_flip = compile, channels_last, tta_flip
         self.eval_zoom = evaluation.checked_zoom(eval_zoom, "model.eval_zoom")
+        # Fitted on each validation epoch with ``calibrate`` and saved in that epoch's checkpoints; it
+        # scales the test's probabilities and those of eval.py and predict.py, never validation's own.
+        self.calibrate, self.temperature = bool(calibrate), 1.0
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.augment, self.compile_augment = DeviceAugment(**(augment or {})), compile_augment
         self._train_augment = None  # made on first use: a compiled function does not pickle (ddp_spawn)
         n = len(self.classes)
@@ -185,20 +191,30 @@ class Classifier(L.LightningModule):
     def _lr(self) -> float:
         return self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
 
-    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Class log-probabilities of the view ``eval_zoom`` picks, averaged with its mirror image with ``tta_flip``."""
-        return evaluation.log_probs(self, x, self.tta_flip, self.eval_zoom)
+    def log_probs(self, x: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Class log-probabilities of the view ``eval_zoom`` picks, averaged with its mirror image with
+        ``tta_flip``, scaled by ``temperature`` (by default the one fitted on validation)."""
+        temperature = self.temperature if temperature is None else temperature
+        return evaluation.log_probs(self, x, self.tta_flip, self.eval_zoom, temperature)
 
-    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric):
+    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric, temperature: float | None = None):
         x, y = batch
-        log_p = self.log_probs(x)
+        log_p = self.log_probs(x, temperature)
         # The log loss, without label smoothing: comparable across recipes (and Kaggle's score).
         loss_metric.update(F.nll_loss(log_p, y), weight=len(y))
         metrics.update(log_p.exp(), y)
         return log_p
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
     def validation_step(self, batch, batch_idx):
-        return self._eval_step(batch, self.val_metrics, self.val_loss)  # for callbacks (confusion matrix)
+        # The network's own probabilities (temperature 1): what the temperature is fitted to, and a
+        # val/loss that compares across epochs and recipes.
+        log_p = self._eval_step(batch, self.val_metrics, self.val_loss, temperature=1.0)
+        if self.calibrate:
+            self._val_outputs.append((log_p, batch[1]))
+        return log_p  # for callbacks (confusion matrix)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
@@ -207,8 +223,22 @@ class Classifier(L.LightningModule):
         if not self.trainer.sanity_checking:  # the sanity check's few batches are no epoch
             self.val_acc_best.update(values["val/acc"])
             self.log("val/acc_best", self.val_acc_best.compute())
+            if self.calibrate:
+                self._fit_temperature()
         self.val_metrics.reset()
         self.val_loss.reset()
+
+    def _fit_temperature(self) -> None:
+        """Fit the temperature on this epoch's validation images (every rank's), before the epoch's
+        checkpoints are saved (ModelCheckpoint saves on validation end, after this hook)."""
+        if not self._val_outputs:  # no validation batch ran (limit_val_batches=0)
+            return
+        log_p, y = (torch.cat(t) for t in zip(*self._val_outputs))
+        if self.trainer.world_size > 1:
+            log_p, y = self.all_gather(log_p).flatten(0, 1), self.all_gather(y).flatten()
+        self.temperature = fit_temperature(log_p, y)
+        self.log("val/temperature", self.temperature)
+        self._val_outputs = []
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, self.test_metrics, self.test_loss)
@@ -267,10 +297,12 @@ class Classifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming with a longer run (``trainer.max_epochs`` raised) stretches the LR schedule to
         the new end: the schedule's length comes from this run (``_run_length_args``), not from
-        the checkpoint, which would end it early (OneCycleLR would even refuse to step on)."""
+        the checkpoint, which would end it early (OneCycleLR would even refuse to step on). The
+        temperature is the one fitted to these weights: testing the best checkpoint uses its own."""
         for state in checkpoint.get("lr_schedulers", []):
             for key in ("total_steps", "_schedule_phases", "T_max"):
                 state.pop(key, None)
+        self.temperature = float((checkpoint.get("catdog") or {}).get("temperature", 1.0))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Plain data beside the weights: enough to rebuild the network without unpickling code."""
@@ -278,6 +310,7 @@ class Classifier(L.LightningModule):
             "net": dict(getattr(self.net, "config", None) or {}),
             "net_class": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
             "classes": self.classes,
+            "temperature": self.temperature,  # 1 unless fitted (model.calibrate)
             "config": self.run_config,
         }
 

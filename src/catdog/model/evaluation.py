@@ -1,6 +1,6 @@
 """What scoring a network means here, in one place for training (val/test) and for eval.py and
 predict.py: class log-probabilities, of the centre zoom and averaged with the mirror image on
-request, and the metrics, named as training logs them."""
+request, scaled by the temperature fitted on validation where there is one, and the metrics, named as training logs them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from catdog.data.augment import centre_zoom
 from catdog.errors import UserError
+from catdog.model.calibration import scaled
 
 
 def checked_zoom(value, name: str = "eval_zoom") -> float:
@@ -22,17 +23,17 @@ def checked_zoom(value, name: str = "eval_zoom") -> float:
 
 
 def log_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool = False,
-              zoom: float = 1.0) -> torch.Tensor:
+              zoom: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
     """float32 (B, classes) log-probabilities of ``forward(x)``; with ``zoom`` below 1, of the centre
     ``zoom`` of each image's side enlarged (``centre_zoom``); with ``tta_flip``, of the mean
-    probability of that view and its mirror image."""
+    probability of that view and its mirror image; scaled by ``temperature`` (``catdog.model.calibration``)."""
     if zoom != 1.0:
         x = centre_zoom(x, zoom)
     log_p = forward(x).float().log_softmax(dim=1)
     if tta_flip:
         mirrored = forward(x.flip(-1)).float().log_softmax(dim=1)
         log_p = torch.logsumexp(torch.stack([log_p, mirrored]), dim=0) - math.log(2.0)
-    return log_p
+    return scaled(log_p, temperature)
 
 
 def metric_collection(num_classes: int, prefix: str):
