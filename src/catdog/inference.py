@@ -31,7 +31,7 @@ from catdog.errors import UserError
 from catdog.gradcam.maps import Targets, evaluating, grad_cam_with_logits
 from catdog.model import evaluation
 from catdog.model.calibration import scaled
-from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint, resolve_ckpt_path
+from catdog.model.checkpoint_load import load_checkpoint, net_from_checkpoint, resolve_ckpt_path, stored_temperature
 from catdog.model.image_input import to_channels_last
 
 DIRECT_DECODE_MAX = 64  # up to this many files are decoded in-process, without writing a cache
@@ -86,7 +86,7 @@ def load_model(ckpt_path: str | None, output_root: str | os.PathLike = "outputs"
         to_channels_last(net)
     return LoadedModel(net, path, tta_flip=bool(model_cfg.get("tta_flip", False)),
                        eval_zoom=float(model_cfg.get("eval_zoom", 1.0)),
-                       temperature=float((ckpt.get("catdog") or {}).get("temperature", 1.0)))
+                       temperature=stored_temperature(ckpt))
 
 
 def select_device(name: str | None = "auto") -> torch.device:

@@ -110,6 +110,12 @@ def _stored_options(ckpt: dict) -> dict:
     return {k: v for k, v in options.items() if k in _NET_OPTIONS}
 
 
+def stored_temperature(ckpt: dict) -> float:
+    """The temperature fitted on validation (model.calibrate) kept beside the weights; 1 where none
+    was fitted, or the file predates calibration."""
+    return float((ckpt.get("catdog") or {}).get("temperature", 1.0))
+
+
 def net_from_checkpoint(ckpt: dict, expect_image_size: int | None = None) -> SimpleCNN:
     """The network with its weights, in eval mode; its ``classes`` name its outputs."""
     meta = ckpt.get("catdog")

@@ -24,6 +24,7 @@ from catdog.data.augment import DeviceAugment
 from catdog.errors import UserError
 from catdog.model import evaluation
 from catdog.model.calibration import fit_temperature
+from catdog.model.checkpoint_load import stored_temperature
 from catdog.model.image_input import to_channels_last
 from catdog.model.surroundings_penalty import surroundings_share
 
@@ -302,7 +303,7 @@ class Classifier(L.LightningModule):
         for state in checkpoint.get("lr_schedulers", []):
             for key in ("total_steps", "_schedule_phases", "T_max"):
                 state.pop(key, None)
-        self.temperature = float((checkpoint.get("catdog") or {}).get("temperature", 1.0))
+        self.temperature = stored_temperature(checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Plain data beside the weights: enough to rebuild the network without unpickling code."""
