@@ -179,6 +179,13 @@ RECIPES["maps_rot10"] = ["experiment=maps", "model.augment.degrees=10", "model.c
                          "callbacks.gradcam.method=hirescam"]
 RECIPES["maps_zoom"] = [*RECIPES["maps_rot10"], "model.augment.scale=[0.75,1.0]"]
 RECIPES["maps"] = ["experiment=maps"]
+# The kept box anywhere it fits instead of centred: borrowed surroundings beside the animal too (session 52)
+RECIPES["maps_shift"] = ["experiment=maps", "model.augment.frame_shift=1.0"]
+# Half the dropout before the classifier: more of it (0.8) put the default's maxima off the animal (session 42)
+RECIPES["maps_drop25"] = ["experiment=maps", "model.net.dropout=0.25"]
+# No colour jitter: the last geometric augmentations dropped brought training closer to the photos scored (session 52)
+RECIPES["maps_nojitter"] = ["experiment=maps", "model.augment.brightness=0", "model.augment.contrast=0",
+                            "model.augment.saturation=0"]
 
 
 def run_one(name: str, seed: int, data: Path, out: Path, cache_dir: Path, extra: list[str],

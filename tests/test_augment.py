@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from catdog.data.augment import _ORDERS, DeviceAugment, Params, affine_grid, centre_zoom
+from catdog.data.augment import _ORDERS, DeviceAugment, Params, affine_grid, centre_zoom, in_boxes
 from catdog.errors import UserError
 
 
@@ -231,6 +231,38 @@ def test_frame_swap_keeps_each_chosen_images_centre_and_takes_the_next_images_su
                           frame_keep=(0.5, 0.5))
     corners = (every(images[:5]) * 255).round().to(torch.uint8)[:, 0, 0, 0]
     assert corners.tolist() == [4, 0, 1, 2, 3]  # the first image's surroundings from the last, cyclically
+
+
+def test_frame_shift_moves_the_kept_box_anywhere_it_fits_and_leaves_centred_runs_as_they_were():
+    centred = DeviceAugment(frame_swap=0.5, frame_keep=(0.6, 0.9))
+    shifted = DeviceAugment(frame_swap=0.5, frame_keep=(0.6, 0.9), frame_shift=1.0)
+    n, cpu = 4000, torch.device("cpu")
+    a = centred.sample(n, cpu, torch.Generator().manual_seed(3))
+    b = shifted.sample(n, cpu, torch.Generator().manual_seed(3))
+    side = b.keep[:, 2] - b.keep[:, 0]
+    assert torch.allclose(side, a.keep[:, 2] - a.keep[:, 0]) and torch.allclose(side, b.keep[:, 3] - b.keep[:, 1])
+    assert (b.keep[:, :2] >= -1e-6).all() and (b.keep[:, 2:] <= 1 + 1e-6).all()  # always inside the image
+    centre = (b.keep[:, :2] + b.keep[:, 2:]) / 2
+    swapped = side < 1
+    off = (centre[swapped] - 0.5).abs()
+    room = ((1 - side[swapped]) / 2)[:, None]
+    assert (off <= room + 1e-6).all() and (off > 0.75 * room).float().mean() > 0.2  # reaching the edges, uniformly
+    assert (centre[~swapped] == 0.5).all()  # an image not swapped keeps all of itself
+    # 0 (the default) draws nothing more: a run without it keeps every random number it had
+    default = DeviceAugment(frame_swap=0.5, frame_keep=(0.6, 0.9), frame_shift=0.0)
+    c = default.sample(n, cpu, torch.Generator().manual_seed(3))
+    assert torch.equal(a.keep, c.keep) and torch.equal(a.angle, c.angle)
+    assert torch.equal(((a.keep[:, :2] + a.keep[:, 2:]) / 2), torch.full((n, 2), 0.5))
+    # the pixels follow the box (and so does the surroundings penalty, which reads the same boxes)
+    every = DeviceAugment(hflip=0, degrees=0, brightness=0, contrast=0, saturation=0, frame_swap=1.0,
+                          frame_keep=(0.5, 0.5), frame_shift=1.0)
+    images = torch.arange(64, dtype=torch.uint8).view(64, 1, 1, 1).expand(64, 3, 16, 16).contiguous()
+    out, keep = every.with_kept_boxes(images, torch.Generator().manual_seed(0))
+    own = (out * 255).round().to(torch.uint8) == images
+    assert torch.equal(own[:, :1], in_boxes(keep, out)) and int(in_boxes(keep, out).sum()) == 64 * 64
+    assert len({tuple(k.tolist()) for k in keep}) > 32  # boxes in many places
+    with pytest.raises(UserError, match=r"^model.augment.frame_shift=1.5 must lie in \[0, 1\]"):
+        DeviceAugment(frame_shift=1.5)
 
 
 def test_frame_swap_can_take_the_surroundings_from_an_image_of_the_other_class():

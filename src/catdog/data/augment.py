@@ -40,7 +40,7 @@ class Params:
     factors: torch.Tensor  # (N, 3): brightness, contrast, saturation
     order: torch.Tensor  # index into _ORDERS
     erase: torch.Tensor | None = None  # (N, 4): the erased box, x0 y0 x1 y1 as fractions of the side (x0 = x1: none)
-    keep: torch.Tensor | None = None  # (N, 4): the centred box a frame swap keeps, as erase's (the whole image: no swap)
+    keep: torch.Tensor | None = None  # (N, 4): the box a frame swap keeps, as erase's (the whole image: no swap)
 
 
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
@@ -156,6 +156,7 @@ class DeviceAugment:
         frame_swap: float = 0.0,
         frame_keep: tuple[float, float] = (0.5, 0.8),
         frame_donor: str = "any",
+        frame_shift: float = 0.0,
         padding: str = "zeros",
     ) -> None:
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, tuple(scale), shift
@@ -163,6 +164,10 @@ class DeviceAugment:
         self.interpolation = interpolation
         self.erase, self.erase_area, self.erase_ratio = erase, tuple(erase_area), tuple(erase_ratio)
         self.frame_swap, self.frame_keep = frame_swap, tuple(frame_keep)
+        if not 0.0 <= frame_shift <= 1.0:
+            raise UserError(f"model.augment.frame_shift={frame_shift} must lie in [0, 1] (0: the kept box centred, "
+                            "1: anywhere it fits)")
+        self.frame_shift = frame_shift
         if frame_donor not in ("any", "other_class"):
             raise UserError(f"model.augment.frame_donor={frame_donor!r} must be 'any' or 'other_class'")
         self.frame_donor = frame_donor
@@ -195,7 +200,12 @@ class DeviceAugment:
     def _kept_boxes(self, n: int, uniform) -> torch.Tensor:
         side = uniform(n, low=self.frame_keep[0], high=self.frame_keep[1])
         half = torch.where(uniform(n) < self.frame_swap, side, torch.ones_like(side)) / 2  # the others keep all
-        return torch.stack([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half], dim=1)
+        centre = torch.full((n, 2), 0.5, device=side.device)
+        if self.frame_shift:  # drawn only then, so that runs without it keep their random numbers
+            # Up to frame_shift of the room the box has on each axis: off the centre, the borrowed
+            # surroundings also come up beside the (mostly centred) animal, not only at the photo's edges.
+            centre = centre + self.frame_shift * (0.5 - half)[:, None] * uniform(n, 2, low=-1.0, high=1.0)
+        return torch.cat([centre - half[:, None], centre + half[:, None]], dim=1)
 
     def _erase_boxes(self, n: int, uniform) -> torch.Tensor:
         """RandomErasing's box per sample: an area share and a log-uniform aspect ratio, shrunk to fit
@@ -228,8 +238,8 @@ class DeviceAugment:
         return F.grid_sample(x, affine_grid(theta, h, w), mode=self.interpolation, padding_mode=self.padding, align_corners=False)
 
     def frame(self, x: torch.Tensor, p: Params, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Outside a centred box, each chosen image takes another image's pixels (by default the one
-        before it in the batch, cyclically); its label stays.
+        """Outside a box (centred, or anywhere it fits with ``frame_shift``), each chosen image takes
+        another image's pixels (by default the one before it in the batch, cyclically); its label stays.
 
         Kaggle's photos centre the animal, and a model trained on them also decides by the
         surroundings (the maps issue: 61% balanced accuracy on Oxford photos with the animal blurred away).
