@@ -192,7 +192,7 @@ def run_network(net: torch.nn.Module, batches: Iterable[torch.Tensor], device: t
             else:
                 targets = cam_targets[start : start + len(x)] if _per_image(cam_targets) else cam_targets
                 cams, logits = grad_cam_with_logits(net, x, cam_layer, targets, cam_method, cam_contrast)
-                out = Outputs(start, batch, scaled(logits.float().log_softmax(dim=1), temperature).cpu(), cams.cpu())
+                out = Outputs(start, batch, scaled(logits.log_softmax(dim=1), temperature).cpu(), cams.cpu())
             start += len(x)
             yield out
 
