@@ -173,10 +173,11 @@ RECIPES["cpu_penalty_01"] = ["experiment=cpu", "model.surroundings_penalty=0.1"]
 RECIPES["cpu_penalty_003"] = ["experiment=cpu", "model.surroundings_penalty=0.03"]  # 0.1 cost 2.2 points (session 39)
 # The penalty over batches of 16: four times the steps at the maps issue's 64 px and 40 epochs (session 45);
 # surroundings_penalty with data.image_size=64 trainer.max_epochs=40 data.batch_size=16 as measured.
-# experiment=maps as measured in sessions 48-50, with the default's rotations, uncalibrated, HiResCAM in TensorBoard
-# (the preset drops the rotations and calibrates since session 51); and in sessions 45-47, with the zoom-ins too.
+# experiment=maps as measured in sessions 48-50, with the default's rotations, uncalibrated, HiResCAM pool1 in
+# TensorBoard (the preset drops the rotations and calibrates since session 51); and in sessions 45-47, with the
+# zoom-ins too.
 RECIPES["maps_rot10"] = ["experiment=maps", "model.augment.degrees=10", "model.calibrate=false",
-                         "callbacks.gradcam.method=hirescam"]
+                         "callbacks.gradcam.method=hirescam", "callbacks.gradcam.layer=pool1"]
 RECIPES["maps_zoom"] = [*RECIPES["maps_rot10"], "model.augment.scale=[0.75,1.0]"]
 RECIPES["maps"] = ["experiment=maps"]
 # The kept box anywhere it fits instead of centred: borrowed surroundings beside the animal too (session 52)

@@ -59,7 +59,7 @@ def _target_index(target, classes: list[str]) -> int | None:
 def make_cams(cfg: DictConfig) -> dict:
     from catdog.data.files import find_unlabelled
     from catdog.data.report import report_skipped
-    from catdog.gradcam.maps import find_layer, weight_fn
+    from catdog.gradcam.maps import find_layers, weight_fn
     from catdog.gradcam.render import Row, cam_grid, palette, save_picture
     from catdog.inference import decode_files, decoded_batches, load_model, require_some, run_network, select_device
     from catdog.model.evaluation import positive_class
@@ -67,7 +67,7 @@ def make_cams(cfg: DictConfig) -> dict:
     weight_fn(str(cfg.method))  # a wrong method, colormap or layer fails here, before any file is decoded
     palette(str(cfg.colormap))
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
-    find_layer(model.net, str(cfg.layer))
+    find_layers(model.net, str(cfg.layer))
     classes = model.classes
     target = _target_index(cfg.get("target"), classes)
     files = find_unlabelled(cfg.images, what="images")

@@ -78,7 +78,7 @@ def _scores(net, probe, probe_maps, photos, photo_maps_of, device, cfg: DictConf
 
 def map_report(cfg: DictConfig) -> dict:
     from catdog.data.report import report_skipped
-    from catdog.gradcam.maps import find_layer, weight_fn
+    from catdog.gradcam.maps import find_layers, weight_fn
     from catdog.gradcam.probe import centre_maps, context_accuracy, load_probe, probe_grid, uniform_maps
     from catdog.gradcam.render import save_picture
     from catdog.gradcam.report_table import write_csv, write_markdown, write_picture
@@ -91,7 +91,7 @@ def map_report(cfg: DictConfig) -> dict:
         raise UserError("nothing to score: add probe=<Oxford-IIIT Pet folder>, data.root=<labelled photos>, or both")
     model = load_model(cfg.get("ckpt_path"), cfg.paths.output_root, cfg.data.get("image_size"))
     for layer in layers:
-        find_layer(model.net, layer)
+        find_layers(model.net, layer)
     device = select_device(cfg.get("device", "auto"))
     apply_keep_freed_memory(cfg.get("keep_freed_memory"))  # before the first batch, as train.py: 2x faster on a CPU
     out_dir = Path(cfg.paths.output_dir)

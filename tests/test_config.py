@@ -78,14 +78,15 @@ def test_maps_experiment_is_the_measured_penalty_over_small_batches(tmp_path):
     """experiment=maps composes to exactly what RESULTS.md measured (sessions 45, 48, 49 and 51): the default
     recipe at the maps issue's 64 px and 40 epochs with the surroundings penalty at 1.0 over batches of 16, on
     the default's surroundings swap, which the penalty needs, without the zoom-ins and the rotations, calibrated,
-    LayerCAM in TensorBoard; bench/recipes.py's maps_rot10 and maps_zoom are the preset as sessions 48-50 and
+    LayerCAM of pool1 and pool2 in TensorBoard; bench/recipes.py's maps_rot10 and maps_zoom are the preset as sessions 48-50 and
     45-47 measured it."""
     sys.path.insert(0, str(ROOT / "bench"))
     from recipes import RECIPES
 
     cfg = compose_train(tmp_path, ["experiment=maps", "data.root=/x"])
     measured = [*RECIPES["surroundings_penalty"], "data.image_size=64", "trainer.max_epochs=40", "data.batch_size=16"]
-    now = ["model.augment.scale=[1.0,1.0]", "model.augment.degrees=0", "model.calibrate=true", "callbacks.gradcam.method=layercam"]
+    now = ["model.augment.scale=[1.0,1.0]", "model.augment.degrees=0", "model.calibrate=true", "callbacks.gradcam.method=layercam",
+           "callbacks.gradcam.layer=pool1*pool1*pool2"]
     assert cfg == compose_train(tmp_path, ["data.root=/x", *measured, *now])
     assert (cfg.model.surroundings_penalty, cfg.data.batch_size, cfg.model.augment.frame_swap) == (1.0, 16, 0.25)
     rot10 = compose_train(tmp_path, ["data.root=/x", *measured, *now[:1]])

@@ -286,7 +286,11 @@ def test_a_wrong_method_colormap_or_layer_names_its_setting_before_training():
     callback = GradCamLogger(layer="relu9")
     with pytest.raises(UserError, match="^callbacks.gradcam.layer: gradcam layer 'relu9' is not a submodule"):
         callback.setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")
-    GradCamLogger(layer="relu3").setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")  # a real layer passes
+    fused = GradCamLogger(layer="pool1*relu9")  # each layer of a product is checked
+    with pytest.raises(UserError, match="^callbacks.gradcam.layer: gradcam layer 'relu9' is not a submodule"):
+        fused.setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")
+    for layer in ("relu3", "pool1*pool1*pool2"):  # real layers pass
+        GradCamLogger(layer=layer).setup(None, SimpleNamespace(net=SimpleCNN(image_size=64)), "fit")
 
 
 @pytest.mark.parametrize("precision, network_dtype", [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)])

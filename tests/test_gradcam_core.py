@@ -202,6 +202,30 @@ def test_dotted_layer_path() -> None:
     assert not torch.equal(grad_cam(model, x, layer="conv2"), grad_cam(model, x, layer="conv3"))
 
 
+@pytest.mark.parametrize("method", ["layercam", "hirescam", "scorecam"])
+def test_fused_layers_are_the_geometric_mean_of_their_maps(method: str) -> None:
+    model, x = make_model(seed=1), make_images(4)
+    fine, coarse = (grad_cam(model, x, layer=name, method=method) for name in ("pool1", "pool2"))
+    fused, logits = grad_cam_with_logits(model, x, layer="pool1*pool1*pool2", method=method)
+    expected = (fine ** (2 / 3)) * (coarse ** (1 / 3))
+    lo, hi = expected.flatten(1).amin(1)[:, None, None], expected.flatten(1).amax(1)[:, None, None]
+    assert hi.gt(lo).all(), "degenerate maps would make the comparison vacuous"
+    assert torch.allclose(fused, (expected - lo) / (hi - lo), atol=1e-5)
+    assert torch.equal(logits, grad_cam_with_logits(model, x, layer="pool1", method=method)[1])
+    # Each layer its own map: the fused one is neither of them; a layer named twice counts twice.
+    assert not torch.allclose(fused, fine, atol=1e-3) and not torch.allclose(fused, coarse, atol=1e-3)
+    assert not torch.allclose(fused, grad_cam(model, x, layer="pool1*pool2", method=method), atol=1e-3)
+    assert torch.allclose(grad_cam(model, x, layer=" pool2 * pool2 ", method=method), coarse, atol=1e-6)
+
+
+def test_bad_fused_layers_raise_user_error() -> None:
+    model, x = make_model(), make_images(2)
+    for spec, message in [("pool1**pool2", "not a layer or a product of layers"), ("pool1*", "product of layers"),
+                          ("pool1*conv9", "'conv9' is not a submodule"), ("pool1*fc1", "N, C, h, w")]:
+        with pytest.raises(UserError, match=message):
+            grad_cam(model, x, layer=spec)
+
+
 def assert_close_to_fp32(cams: torch.Tensor, fp32: torch.Tensor, max_diff: float = 0.25) -> None:
     """bf16 (and TF32) round the model's own forward and backward; on a random-weight net, whose
     Grad-CAM is a sum of 128 channels that largely cancel, that moves a few pixels a lot (0.15 seen

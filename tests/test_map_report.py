@@ -7,7 +7,7 @@ import pytest
 from helpers import ROOT, compose_train, read_csv, run_cli, write_oxford_pets
 
 OXFORD_SAMPLE = ROOT.parent / "shared" / "data" / "oxford-pets-sample"
-FAST = ["methods=[gradcam,hirescam]", "layers=[relu3,relu2]", "faithfulness_images=6", "faithfulness_steps=4"]
+FAST = ["methods=[gradcam,hirescam]", "layers=[relu3,relu2,relu2*relu3]", "faithfulness_images=6", "faithfulness_steps=4"]
 
 
 def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, trained, capsys, caplog):
@@ -25,7 +25,8 @@ def test_report_scores_every_method_and_layer_beside_the_references(tmp_path, tr
     run = tmp_path / "run"
     rows = read_csv(run / "map_report.csv", records=True)
     assert [(r["method"], r["layer"]) for r in rows] == [
-        ("gradcam", "relu3"), ("gradcam", "relu2"), ("hirescam", "relu3"), ("hirescam", "relu2"), ("centre", "-"), ("uniform", "-")]
+        ("gradcam", "relu3"), ("gradcam", "relu2"), ("gradcam", "relu2*relu3"), ("hirescam", "relu3"), ("hirescam", "relu2"),
+        ("hirescam", "relu2*relu3"), ("centre", "-"), ("uniform", "-")]
     for row in rows:
         for column in ("energy_on_animal", "auroc_on_animal", "max_on_animal", "pointing_on_animal", "pointing_on_head",
                        "deletion_auc", "insertion_auc"):

@@ -38,7 +38,7 @@ import torch
 
 from catdog.errors import UserError
 from catdog.gradcam.faithfulness import STEPS, deletion_insertion
-from catdog.gradcam.maps import find_layer, weight_fn
+from catdog.gradcam.maps import find_layers, weight_fn
 from catdog.gradcam.probe import Probe, load_probe, probe_grid, probe_scores, reference_scores, uniform_maps
 from catdog.gradcam.render import Row, cam_grid, jpeg_bytes, overlay, palette, save_picture, titled_rows
 from catdog.gradcam.scoring import energy_in_box, pointing_game
@@ -93,7 +93,7 @@ class GradCamLogger(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with _naming("layer"):  # the first moment the network exists: before the sanity check and its progress bar
-            find_layer(pl_module.net, self.layer)
+            find_layers(pl_module.net, self.layer)
 
     # -- choosing the images -----------------------------------------------------------
 

@@ -16,6 +16,12 @@ per image. The methods differ only in W, as in pytorch-grad-cam:
   channel's upsampled, min-max normalised activation: no gradient (Wang et al. 2020), batched
   over images and channels, with pytorch-grad-cam's choices (raw score, align_corners=True)
 
+A map may also fuse several layers: ``layer="pool1*pool1*pool2"`` is the geometric mean of the
+listed layers' maps (each as above; a layer named twice counts twice): (pool1^2 * pool2)^(1/3). A
+geometric mean keeps what every layer agrees on (a fine layer's detail where a coarse layer finds
+the class, as Guided Grad-CAM gates its fine map by a coarse one) and stays in one map's units,
+so its share of mass compares with a single layer's.
+
 The score is the target class's logit, or with ``contrast`` that logit minus the mean of the
 other classes' (two classes: logit(dog) - logit(cat) for target dog): evidence for one class
 *against* the other, not for "an animal".
@@ -102,6 +108,20 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
         ) from None
 
 
+def parse_layers(spec: str) -> list[tuple[str, float]]:
+    """``"pool1"`` -> [("pool1", 1.0)]; ``"pool1*pool1*pool2"`` -> [("pool1", 2/3), ("pool2", 1/3)]: the
+    layers a map fuses and their exponents in the geometric mean (a layer named twice counts twice)."""
+    names = [name.strip() for name in str(spec).split("*")]
+    if not all(names):
+        raise UserError(f"gradcam layer {spec!r} is not a layer or a product of layers (e.g. pool1, or pool1*pool1*pool2)")
+    return [(name, names.count(name) / len(names)) for name in dict.fromkeys(names)]
+
+
+def find_layers(model: nn.Module, spec: str) -> list[tuple[nn.Module, float]]:
+    """The modules of a layer spec (``parse_layers``) with their exponents; a wrong name fails here."""
+    return [(find_layer(model, name), weight) for name, weight in parse_layers(spec)]
+
+
 def weight_fn(method: str) -> WeightFn | None:
     """The method's weights from (activations, gradients); None for a gradient-free method."""
     if method not in METHODS and method not in GRADIENT_FREE:
@@ -168,20 +188,25 @@ def _model_input(model: nn.Module, images: Tensor) -> Tensor:
     return x.requires_grad_(x.is_floating_point())
 
 
-def _forward_with_activations(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run the model once; return (logits, the layer's output), the latter still in the graph."""
-    captured: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _inp, out: captured.append(out))
+def _forward_with_activations(model: nn.Module, layers: list[nn.Module], x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run the model once; return (logits, each layer's output), the latter still in the graph."""
+    captured: dict[int, Tensor] = {}
+    handles = [layer.register_forward_hook(lambda _m, _inp, out, k=k: captured.__setitem__(k, out))
+               for k, layer in enumerate(layers)]
     try:
         logits = model(x)
     finally:
-        handle.remove()
-    if not captured:
-        raise UserError(f"gradcam layer {type(layer).__name__} was not used by the model's forward")
-    acts = captured[-1]
-    if not isinstance(acts, Tensor) or acts.dim() != 4:
-        shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
-        raise UserError(f"gradcam needs a layer with (N, C, h, w) output, got {shape}")
+        for handle in handles:
+            handle.remove()
+    acts = []
+    for k, layer in enumerate(layers):
+        if k not in captured:
+            raise UserError(f"gradcam layer {type(layer).__name__} was not used by the model's forward")
+        out = captured[k]
+        if not isinstance(out, Tensor) or out.dim() != 4:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise UserError(f"gradcam needs a layer with (N, C, h, w) output, got {shape}")
+        acts.append(out)
     return logits, acts
 
 
@@ -214,7 +239,8 @@ def grad_cam_with_logits(
         model: a classifier returning logits (N, num_classes).
         images: (N, C, H, W) batch on the model's device, uint8 pixels or the model's float input;
             may be an inference tensor.
-        layer: dotted name of a submodule with (N, C, h, w) output (``model.get_submodule``).
+        layer: dotted name of a submodule with (N, C, h, w) output (``model.get_submodule``), or a
+            product of them (``"pool1*pool1*pool2"``): their maps' geometric mean.
         targets: class per image (int for all, list or LongTensor of N); default the predicted one.
         method: one of ``method_names()``.
         contrast: explain the target logit minus the other classes' mean (see the module's notes).
@@ -222,28 +248,38 @@ def grad_cam_with_logits(
     Returns:
         cams: float32 (N, H, W) in [0, 1]; logits: detached float32 (N, num_classes).
     """
-    target_layer = find_layer(model, layer)
+    layers = find_layers(model, layer)
+    modules = [module for module, _ in layers]
     weigh = weight_fn(method)
     with evaluating(model):
         if weigh is None:  # gradient-free
             with torch.no_grad():
                 x = _model_input(model, images).detach()
-                logits, acts = _forward_with_activations(model, target_layer, x)
-                acts = acts.float()
-                weights = _scorecam_weights(model, x, acts, _target_indices(targets, logits), contrast)
+                logits, acts = _forward_with_activations(model, modules, x)
+                acts = [a.float() for a in acts]
+                t = _target_indices(targets, logits)
+                weights = [_scorecam_weights(model, x, a, t, contrast) for a in acts]
         else:
             # Lightning validates under no_grad or inference_mode; both must be lifted here.
             with torch.inference_mode(False), torch.enable_grad():
-                logits, acts = _forward_with_activations(model, target_layer, _model_input(model, images))
+                logits, acts = _forward_with_activations(model, modules, _model_input(model, images))
                 t = _target_indices(targets, logits)
                 # Images are independent in eval mode, so the gradient of the sum of the chosen
-                # scores gives each image's own gradient in one backward pass.
-                (grads,) = torch.autograd.grad(_score(logits, t, contrast).sum(), acts)
-            acts, grads = acts.detach().float(), grads.float()
-            weights = weigh(acts, grads)
-        cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    return _normalize(cam[:, 0]), logits.detach().float()
+                # scores gives each image's own gradient in one backward pass (for every layer).
+                grads = torch.autograd.grad(_score(logits, t, contrast).sum(), acts)
+            acts = [a.detach().float() for a in acts]
+            weights = [weigh(a, g.float()) for a, g in zip(acts, grads)]
+        cams = [_normalize(_upsampled(F.relu((w * a).sum(dim=1, keepdim=True)), images))
+                for w, a in zip(weights, acts)]
+    if len(cams) == 1:
+        return cams[0], logits.detach().float()
+    fused = torch.stack([cam.pow(power) for cam, (_, power) in zip(cams, layers)]).prod(dim=0)
+    return _normalize(fused), logits.detach().float()
+
+
+def _upsampled(cam: Tensor, images: Tensor) -> Tensor:
+    """(N, 1, h, w) -> (N, H, W) at the images' size, bilinear."""
+    return F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
 
 def grad_cam(
